@@ -1,0 +1,330 @@
+"""The ``llmctl`` command line (Typer). With no command it opens the control center.
+
+Stage commands (``llmctl prepare pretrain``, ``llmctl run grpo``, …) are generated from the stage
+declarations in :mod:`llmctl.core.stages`: every parameter field becomes an option, defaults come
+from ``llmctl.toml``. Other commands are registered by small ``cli_*`` modules. Heavy libraries
+are imported inside commands only, so ``llmctl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from llmctl.core import runs
+from llmctl.core.artifacts import ENV_CONFIG_PARAMS
+from llmctl.core.stages import (
+    STAGES,
+    ParamError,
+    Stage,
+    StageNotBuilt,
+    field_type,
+    params_dict,
+    resolve_params,
+)
+
+app = typer.Typer(
+    help="llmctl: prepare data, train (pretrain, SFT, reward, DPO, PPO, GRPO), evaluate and watch it all.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+GROUPS: dict[str, typer.Typer] = {
+    "prepare": typer.Typer(help="Build datasets into workspace artifacts.", no_args_is_help=True),
+    "run": typer.Typer(help="Train a stage (foreground, or --detach as a job).", no_args_is_help=True),
+    "verl": typer.Typer(help="Hand RL over to verl: convert data, check rewards, launch.", no_args_is_help=True),
+    "jobs": typer.Typer(help="List, follow and cancel jobs.", no_args_is_help=False),
+}
+for _name, _grp in GROUPS.items():
+    app.add_typer(_grp, name=_name)
+
+EXTRA_MODULES = (
+    "llmctl.core.cli_jobs",
+    "llmctl.core.cli_verl",
+    "llmctl.core.cli_model",
+    "llmctl.core.cli_tools",
+    "llmctl.core.cli_workspace",
+)
+
+WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (default $LLMCTL_WORKSPACE or ./workspace).")
+
+# Errors that are the user's input, shown as one line without a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ParamError, StageNotBuilt, FileNotFoundError, PermissionError)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from llmctl.core.artifacts import ArtifactBusy
+    from llmctl.core.records import InputError, TooManyErrors
+    from llmctl.core.tokenizer import TokenizerError
+    from llmctl.core.workspace import WorkspaceError
+
+    return USER_ERRORS + (InputError, TooManyErrors, TokenizerError, WorkspaceError, ArtifactBusy, OSError)
+
+
+def fail(msg: str, code: int = 1) -> typer.Exit:
+    """Print ``llmctl: error: msg`` to stderr and return the Exit to raise."""
+    typer.echo(f"llmctl: error: {msg}", err=True)
+    return typer.Exit(code)
+
+
+def open_workspace(path: Path | None, create: bool = True):
+    from llmctl.core.workspace import Workspace, WorkspaceError
+
+    try:
+        return Workspace.open(path, create=create)
+    except WorkspaceError as e:
+        raise fail(str(e)) from None
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(ctx: typer.Context, workspace: Path | None = WorkspaceOpt) -> None:
+    """With no command, open the control center on the workspace."""
+    if ctx.invoked_subcommand is None:
+        ws = open_workspace(workspace, create=True)
+        from llmctl.tui.app import run_app
+
+        run_app(ws.root)
+
+
+@app.command()
+def init(workspace: Path | None = WorkspaceOpt) -> None:
+    """Create a workspace with llmctl.toml holding paths and every stage's parameters."""
+    from llmctl.core.workspace import WorkspaceError, init_workspace
+
+    try:
+        ws = init_workspace(workspace)
+    except WorkspaceError as e:
+        raise fail(str(e)) from None
+    typer.echo(f"workspace ready at {ws.root} (config: {ws.config_path})")
+
+
+@app.command()
+def status(workspace: Path | None = WorkspaceOpt,
+           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Every stage and artifact: missing / building / ready / stale / failed, size, counts, age."""
+    from llmctl.core.status import artifact_statuses, stage_statuses
+
+    ws = open_workspace(workspace, create=False)
+    arts = artifact_statuses(ws)
+    stages = stage_statuses(ws, arts)
+    if as_json:
+        typer.echo(json.dumps({"workspace": str(ws.root),
+                               "stages": [s.to_json() for s in stages],
+                               "artifacts": [a.to_json() for a in arts.values()]}, indent=2))
+        return
+    from llmctl.core.render import render_status
+
+    render_status(ws, stages, arts)
+
+
+# ---- stage commands, generated from the declarations -------------------------------------------
+
+def _option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _stage_parameters(stage: Stage) -> list[inspect.Parameter]:
+    params: list[inspect.Parameter] = []
+    try:
+        cls = stage.load_params_class()
+    except StageNotBuilt:
+        cls = None
+    if cls is not None:
+        for f in dataclasses.fields(cls):
+            typ, is_list = field_type(f, cls)
+            help_ = f.metadata.get("help", "")
+            if typ is bool:
+                opt = typer.Option(None, f"{_option_name(f.name)}/--no-{f.name.replace('_', '-')}", help=help_,
+                                   show_default=False)
+                ann: Any = Optional[bool]
+            elif f.metadata.get("argument"):
+                # a field may be an optional positional argument: metadata={"argument": True}
+                opt = typer.Argument(None, help=help_, show_default=False)
+                ann = Optional[typ if typ in (int, float, str) else str]
+            else:
+                # a field may name its own flag: metadata={"flag": "--from"} (e.g. a Python keyword)
+                opt = typer.Option(None, f.metadata.get("flag") or _option_name(f.name), help=help_,
+                                   show_default=False)
+                base = typ if typ in (int, float, str) else str
+                ann = Optional[list[base]] if is_list else Optional[base]  # type: ignore[valid-type]
+            params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann))
+    common = [
+        ("workspace", Optional[Path], WorkspaceOpt),
+        ("set_", Optional[list[str]], typer.Option(None, "--set", help="Override a parameter: KEY=VALUE (repeatable).")),
+        ("detach", bool, typer.Option(False, "--detach", help="Run as a background job in its own run folder.")),
+    ]
+    if stage.trains:
+        common += [
+            ("nproc", int, typer.Option(1, "--nproc", help="Processes (GPUs) under torchrun.")),
+            ("gpus", Optional[str], typer.Option(None, "--gpus", help="GPU ids to use, e.g. 0,1.")),
+        ]
+    for name, ann, opt in common:
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann))
+    return params
+
+
+def _parse_sets(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ParamError(f"--set {item!r}: expected KEY=VALUE")
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def _strip_flags(argv: list[str], flags: dict[str, int]) -> list[str]:
+    """argv without the given flags (and their values: flag -> number of values)."""
+    out, skip = [], 0
+    for a in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = a.split("=", 1)[0]
+        if name in flags:
+            skip = 0 if "=" in a else flags[name]
+            continue
+        out.append(a)
+    return out
+
+
+def execute_stage(stage: Stage, ws, params: Any, run_dir: Path | None = None) -> dict[str, Any] | None:
+    """Run a stage in this process, in a run folder, recording its job state."""
+    own = run_dir is None
+    if run_dir is None:
+        env_dir = runs.current_run_dir()
+        if env_dir is not None:
+            run_dir, own = env_dir, False
+        elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            rid = "torchrun-" + os.environ.get("TORCHELASTIC_RUN_ID", "local")
+            run_dir = ws.runs_dir / stage.name / rid
+            run_dir.mkdir(parents=True, exist_ok=True)
+            own = os.environ.get("RANK", "0") == "0"
+        else:
+            run_dir = runs.new_run_dir(ws.runs_dir, stage.name)
+    saved_env = {k: os.environ.get(k) for k in (runs.ENV_RUN_DIR, ENV_CONFIG_PARAMS)}
+    os.environ[runs.ENV_RUN_DIR] = str(run_dir)
+    try:
+        config_params = resolve_params(stage, ws.stage_config(stage.name), {})
+        os.environ[ENV_CONFIG_PARAMS] = json.dumps(params_dict(config_params), default=str)
+    except (ParamError, TypeError):
+        os.environ.pop(ENV_CONFIG_PARAMS, None)
+    if own:
+        runs.update_job(run_dir, stage=stage.name, command=sys.argv, state="running", pid=os.getpid(),
+                        started=time.time(), run_dir=str(run_dir), foreground=True)
+    runner = stage.load_runner()
+    try:
+        result = runner(ws, params, run_dir)
+    except BaseException as e:
+        if own:
+            state = "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
+            runs.update_job(run_dir, state=state, ended=time.time(), error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        for key, value in saved_env.items():  # a later in-process call gets its own run folder
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    if own:
+        runs.update_job(run_dir, state="done", exit_code=0, ended=time.time())
+    return result
+
+
+def _make_stage_command(stage: Stage):
+    def command(**kwargs: Any) -> None:
+        workspace = kwargs.pop("workspace")
+        sets = kwargs.pop("set_")
+        detach = kwargs.pop("detach")
+        nproc = kwargs.pop("nproc", 1)
+        gpus = kwargs.pop("gpus", None)
+        ws = open_workspace(workspace, create=True)
+        try:
+            overrides = {k: v for k, v in kwargs.items() if v is not None}
+            overrides.update(_parse_sets(sets))
+            params = resolve_params(stage, ws.stage_config(stage.name), overrides)
+        except (ParamError, StageNotBuilt) as e:
+            raise fail(str(e), 2) from None
+        gpu_list = [int(g) for g in gpus.split(",") if g.strip()] if gpus else None
+        under_torchrun = "LOCAL_RANK" in os.environ
+        if detach or (nproc > 1 and not under_torchrun):
+            from llmctl.core import jobs
+
+            args = _strip_flags(sys.argv[1:], {"--detach": 0, "--nproc": 1, "--gpus": 1})
+            args = args[len(stage.command):] if tuple(args[:len(stage.command)]) == stage.command else args
+            if "--workspace" not in args and "-w" not in args:
+                args += ["--workspace", str(ws.root)]
+            argv = jobs.stage_argv(stage.command, args, nproc)
+            if detach:
+                run_dir = jobs.start_job(ws.runs_dir, stage.name, argv, gpus=gpu_list, workspace=ws.root)
+                typer.echo(f"started {stage.name} as a job: {run_dir}")
+                typer.echo(f"  follow: llmctl jobs logs {run_dir.name} --follow   cancel: llmctl jobs cancel {run_dir.name}")
+                return
+            env = dict(os.environ)
+            if gpu_list is not None:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_list))
+            run_dir = runs.new_run_dir(ws.runs_dir, stage.name)
+            env[runs.ENV_RUN_DIR] = str(run_dir)
+            import subprocess
+
+            runs.update_job(run_dir, stage=stage.name, command=argv, state="running", pid=os.getpid(),
+                            started=time.time(), run_dir=str(run_dir), foreground=True)
+            code = subprocess.call(argv, env=env)
+            runs.update_job(run_dir, state="done" if code == 0 else "failed", exit_code=code, ended=time.time())
+            raise typer.Exit(code)
+        if gpu_list is not None:
+            os.environ.setdefault("CUDA_VISIBLE_DEVICES", ",".join(map(str, gpu_list)))
+        try:
+            execute_stage(stage, ws, params)
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except user_errors() as e:
+            if os.environ.get("LLMCTL_DEBUG"):
+                traceback.print_exc()
+            raise fail(str(e)) from None
+
+    command.__signature__ = inspect.Signature(_stage_parameters(stage))  # type: ignore[attr-defined]
+    command.__name__ = stage.name.replace("-", "_")
+    command.__doc__ = stage.help + ("" if stage.built else "  [not built yet]")
+    return command
+
+
+def _register_stages() -> None:
+    for stage in STAGES:
+        cmd = _make_stage_command(stage)
+        if len(stage.command) == 2:
+            GROUPS[stage.command[0]].command(stage.command[1], help=cmd.__doc__)(cmd)
+        else:
+            app.command(stage.command[0], help=cmd.__doc__)(cmd)
+
+
+_register_stages()
+
+for _mod in EXTRA_MODULES:
+    try:
+        _m = importlib.import_module(_mod)
+    except ModuleNotFoundError as _e:
+        if _e.name != _mod:
+            raise
+        continue
+    _m.register(app, GROUPS)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

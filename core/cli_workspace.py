@@ -1,0 +1,56 @@
+"""``llmctl report`` and ``llmctl demo``: whole-workspace commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    from llmctl.core.cli import WorkspaceOpt, fail, open_workspace
+
+    @app.command()
+    def report(workspace: Optional[Path] = WorkspaceOpt,
+               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default <workspace>/report.md)."),
+               html: bool = typer.Option(False, "--html", help="One self-contained HTML file instead of Markdown.")) -> None:
+        """A report card of the workspace: artifacts, runs, metrics, curves, evaluation."""
+        from llmctl.core.report import build_report
+
+        ws = open_workspace(workspace, create=False)
+        try:
+            path = build_report(ws, out, fmt="html" if html else "md")
+        except OSError as e:
+            raise fail(str(e)) from None
+        typer.echo(f"report written to {path}")
+
+    @app.command()
+    def demo(workspace: Optional[Path] = WorkspaceOpt,
+             corpus: Optional[list[str]] = typer.Option(None, "--corpus", help="Text files/globs to pretrain on first (optional)."),
+             detach: bool = typer.Option(False, "--detach", help="Run the demo as a job (watch it in the app)."),
+             fast: bool = typer.Option(False, "--fast", help="Fewer steps (a smoke run)."),
+             ) -> None:
+        """An offline end-to-end pipeline: arithmetic SFT then GRPO on the tiny model (a few minutes)."""
+        import os
+        import sys
+
+        from llmctl.core import demo as demo_mod
+
+        ws = open_workspace(workspace, create=True)
+        if detach:
+            from llmctl.core import jobs
+
+            args = ["demo", "--workspace", str(ws.root)] + (["--fast"] if fast else [])
+            for c in corpus or []:
+                args += ["--corpus", c]
+            run_dir = jobs.start_job(ws.runs_dir, "demo", [sys.executable, "-m", "llmctl.core.cli", *args],
+                                     workspace=ws.root)
+            typer.echo(f"started the demo as a job: {run_dir}")
+            return
+        try:
+            demo_mod.run_demo(ws, corpus=list(corpus or []), fast=fast, echo=typer.echo)
+        except Exception as e:  # noqa: BLE001 - one clear line, details with LLMCTL_DEBUG
+            if os.environ.get("LLMCTL_DEBUG"):
+                raise
+            raise fail(f"demo: {e}") from None

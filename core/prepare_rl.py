@@ -1,0 +1,198 @@
+"""``llmctl prepare rl``: GSM8K gold answers and the arithmetic curriculum as RL prompt files.
+
+Outputs (one JSON object per line):
+
+- ``data/rl_prompts_train.jsonl`` / ``data/rl_prompts_test.jsonl`` from GSM8K's train / test
+  split: ``{"prompt": question, "gold": "N", "data_source": "openai/gsm8k", "index": i}``
+- ``data/arithmetic_prompts.jsonl``: ``{"prompt", "gold", "level", "data_source": "llmctl/arithmetic",
+  "index"}``
+
+``prompt`` is the raw question; whoever renders it builds the user message with
+``prompts.format_question`` (``prompts.question_messages``), so the instruction wording lives in one
+place. ``gold`` is ``prompts.parse_gsm8k_gold`` of the ``#### N`` line (commas removed, negatives and
+decimals normalised). Train questions that also occur in the test split are dropped (counted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmctl.core import hf_sources
+from llmctl.core.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+
+GSM8K_SOURCE = "openai/gsm8k"
+
+
+def _h(text: str, default: Any = None, factory: Any = None) -> Any:
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class PrepareRLParams:
+    """Parameters of ``llmctl prepare rl``."""
+
+    gsm8k: str = _h("GSM8K: hub id (config 'main') or a local folder with train/test files.", GSM8K_SOURCE)
+    gsm8k_train: str = _h("Local GSM8K train file (overrides the folder/hub train split).", "")
+    gsm8k_test: str = _h("Local GSM8K test file (overrides the folder/hub test split).", "")
+    max_examples: int = _h("At most this many GSM8K prompts per split, a seeded sample (0 = all).", 0)
+    arithmetic_n: int = _h("Arithmetic prompts per level.", 1000)
+    arithmetic_levels: list[int] = _h("Arithmetic levels to generate.", factory=lambda: [1, 2, 3, 4, 5, 6])
+    seed: int = _h("Seed for sampling and the arithmetic generator.", 1337)
+    on_error: str = _h("Bad records: fail, or skip (counted in the manifest).", "fail")
+
+    def validate(self) -> None:
+        from llmctl.core.arithmetic import LEVELS
+
+        if self.max_examples < 0 or self.arithmetic_n < 0:
+            raise ValueError("max_examples and arithmetic_n must be >= 0")
+        for lv in self.arithmetic_levels:
+            if lv not in LEVELS:
+                raise ValueError(f"arithmetic level {lv} does not exist (levels {min(LEVELS)}..{max(LEVELS)})")
+        if self.on_error not in ON_ERROR_CHOICES:
+            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}")
+
+
+def split_spec(params: PrepareRLParams, split: str) -> tuple[str, dict[str, Any]]:
+    """The source spec and hub options for one GSM8K split."""
+    explicit = params.gsm8k_train if split == "train" else params.gsm8k_test
+    if explicit:
+        return explicit, {}
+    if hf_sources.is_local(params.gsm8k):
+        p = Path(params.gsm8k).expanduser()
+        if not p.is_dir():
+            raise InputError(params.gsm8k, None, "a local GSM8K source must be a folder with train and test "
+                                                 "files (or use --gsm8k-train / --gsm8k-test)")
+        return params.gsm8k, {}
+    return params.gsm8k, {"name": "main"}
+
+
+def gsm8k_rows(spec: str, split: str, hub: dict[str, Any], policy: ErrorPolicy) -> list[dict[str, Any]]:
+    """``{"prompt", "gold", "data_source", "index"}`` for every usable record of one split."""
+    from llmctl.core.prepare_sft import get_str
+    from llmctl.core.prompts import parse_gsm8k_gold
+
+    out = []
+    for r in hf_sources.iter_records(spec, split=split, **hub):
+        if isinstance(r, InputError):
+            policy.bad(r)
+            continue
+        try:
+            question = get_str(r, "question").strip()
+            answer = get_str(r, "answer")
+            try:
+                gold = parse_gsm8k_gold(answer)
+            except ValueError as e:
+                raise r.error(str(e), "answer") from None
+        except InputError as e:
+            policy.bad(e)
+            continue
+        policy.ok()
+        out.append({"prompt": question, "gold": gold, "data_source": GSM8K_SOURCE, "index": r.index})
+    if not out and policy.seen == 0:
+        raise InputError(spec, None, f"GSM8K {split} split: no records")
+    return out
+
+
+def uses_gsm8k(params: PrepareRLParams) -> bool:
+    """An empty ``--gsm8k`` (and no split files) builds the arithmetic curriculum alone (offline)."""
+    return bool(params.gsm8k or params.gsm8k_train or params.gsm8k_test)
+
+
+def build(params: PrepareRLParams, policy: ErrorPolicy) -> dict[str, Any]:
+    """Rows of the three outputs and the bookkeeping (no file written)."""
+    import random
+
+    from llmctl.core.arithmetic import DATA_SOURCE, generate_problems
+    from llmctl.core.prepare_sft import question_key, refuse_test_file
+
+    arith = []
+    for lv in params.arithmetic_levels:
+        for row in generate_problems(params.arithmetic_n, lv, params.seed):
+            arith.append({**row, "data_source": DATA_SOURCE, "index": len(arith)})
+    if not uses_gsm8k(params):
+        return {"train": [], "test": [], "arithmetic": arith, "test_overlap_dropped": 0, "inputs": {}}
+    train_spec, train_hub = split_spec(params, "train")
+    test_spec, test_hub = split_spec(params, "test")
+    if params.gsm8k_train:
+        refuse_test_file(params.gsm8k_train, "the RL train prompt file")
+    test = gsm8k_rows(test_spec, "test", test_hub, policy)
+    train = gsm8k_rows(train_spec, "train", train_hub, policy)
+    policy.finish()
+    test_keys = {question_key(r["prompt"]) for r in test}
+    n_train = len(train)
+    train = [r for r in train if question_key(r["prompt"]) not in test_keys]
+    overlap = n_train - len(train)
+    if params.max_examples:
+        for name, rows in (("train", train), ("test", test)):
+            if len(rows) > params.max_examples:
+                rng = random.Random(f"{params.seed}:{name}")
+                keep = sorted(rng.sample(range(len(rows)), params.max_examples))
+                rows[:] = [rows[i] for i in keep]
+    return {"train": train, "test": test, "arithmetic": arith, "test_overlap_dropped": overlap,
+            "inputs": {"gsm8k_train": hf_sources.source_fingerprint(train_spec, "train", **train_hub),
+                       "gsm8k_test": hf_sources.source_fingerprint(test_spec, "test", **test_hub)}}
+
+
+_LINE_BREAKS = (("\x85", "\\u0085"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One compact JSON object per line (UTF-8, non-ASCII kept except characters that some
+    readers treat as line breaks — U+0085, U+2028, U+2029 — which are escaped)."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            line = json.dumps(r, ensure_ascii=False)
+            for ch, esc in _LINE_BREAKS:
+                if ch in line:
+                    line = line.replace(ch, esc)
+            f.write(line + "\n")
+
+
+def run(ws: Any, params: PrepareRLParams, run_dir: Path | None = None) -> dict[str, Any]:
+    """Build the three RL prompt files in the workspace."""
+    import contextlib
+
+    from llmctl.core.artifacts import ArtifactWriter
+    from llmctl.core.stages import params_dict
+
+    params.validate()
+    policy = ErrorPolicy(params.on_error)
+    pdict = params_dict(params)
+    outs = {"train": ws.path("data/rl_prompts_train.jsonl"), "test": ws.path("data/rl_prompts_test.jsonl"),
+            "arithmetic": ws.path("data/arithmetic_prompts.jsonl")}
+    if not uses_gsm8k(params):
+        outs = {"arithmetic": outs["arithmetic"]}
+    with contextlib.ExitStack() as stack:
+        writers = {k: stack.enter_context(ArtifactWriter(p, stage="prepare-rl", params=pdict)) for k, p in outs.items()}
+        built = build(params, policy)
+        for k, w in writers.items():
+            write_jsonl(w.tmp, built[k])
+        summary: dict[str, Any] = {}
+        for k in ("test", "train", "arithmetic"):
+            if k not in writers:
+                summary[k] = {"rows": 0}
+                continue
+            w = writers[k]
+            rows = built[k]
+            counts: dict[str, Any] = {"rows": len(rows)}
+            if k == "arithmetic":
+                w.inputs = {"generator": {"levels": list(params.arithmetic_levels), "n": params.arithmetic_n,
+                                          "seed": params.seed}}
+                for lv in params.arithmetic_levels:
+                    counts[f"level_{lv}"] = sum(1 for r in rows if r["level"] == lv)
+            else:
+                w.inputs = {"file": built["inputs"][f"gsm8k_{k}"]}
+                counts["skipped"] = len(policy.skipped)
+                if k == "train":
+                    counts["test_overlap_dropped"] = built["test_overlap_dropped"]
+            w.commit(counts=counts, errors=policy.report())
+            summary[k] = counts
+    print(f"rl prompts: train {summary['train']['rows']}, test {summary['test']['rows']}, "
+          f"arithmetic {summary['arithmetic']['rows']}, skipped {len(policy.skipped)}", flush=True)
+    return summary

@@ -1,0 +1,95 @@
+"""Reading input records with errors that name the file, the line and the field.
+
+Every pipeline reads through these helpers so a bad line always reads the same way:
+``shard.jsonl.zst:1234: field 'text': missing`` and ``--on-error skip|fail`` means the same thing
+everywhere: fail stops at the first bad record; skip counts and reports every skipped record and
+still fails once the skipped share passes a threshold.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+ON_ERROR_CHOICES = ("fail", "skip")
+
+
+class InputError(ValueError):
+    """A bad input record: names the source, the line/row and the field."""
+
+    def __init__(self, source: str | os.PathLike[str], line: int | None, reason: str,
+                 field: str | None = None) -> None:
+        self.source = str(source)
+        self.line = line
+        self.field = field
+        self.reason = reason
+        where = self.source if line is None else f"{self.source}:{line}"
+        what = f"field '{field}': {reason}" if field else reason
+        super().__init__(f"{where}: {what}")
+
+
+class TooManyErrors(RuntimeError):
+    """More records were skipped than the error policy allows."""
+
+
+@dataclass
+class ErrorPolicy:
+    """``fail`` raises the first InputError; ``skip`` records it and goes on, within limits."""
+
+    mode: str = "fail"
+    max_fraction: float = 0.01  # fail once more than this share of records was skipped …
+    min_records: int = 100  # … counted only after this many records were seen
+    max_skipped: int | None = None  # or once this many were skipped
+    skipped: list[str] = field(default_factory=list)
+    seen: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ON_ERROR_CHOICES:
+            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {self.mode!r}")
+
+    def ok(self) -> None:
+        """Count one good record."""
+        self.seen += 1
+
+    def bad(self, err: InputError) -> None:
+        """Handle one bad record: raise under ``fail``, else record it and check the limits."""
+        self.seen += 1
+        if self.mode == "fail":
+            raise err
+        self.skipped.append(str(err))
+        if self.max_skipped is not None and len(self.skipped) > self.max_skipped:
+            raise TooManyErrors(self._summary(f"more than {self.max_skipped} records skipped"))
+        if self.seen >= self.min_records and len(self.skipped) / self.seen > self.max_fraction:
+            raise TooManyErrors(self._summary(
+                f"{len(self.skipped)} of {self.seen} records skipped (> {self.max_fraction:.1%})"))
+
+    def finish(self) -> None:
+        """Apply the share limit once more at the end (small inputs included)."""
+        if self.skipped and self.seen and len(self.skipped) / self.seen > self.max_fraction \
+                and self.seen < self.min_records and len(self.skipped) > 1:
+            raise TooManyErrors(self._summary(
+                f"{len(self.skipped)} of {self.seen} records skipped (> {self.max_fraction:.1%})"))
+
+    def _summary(self, head: str) -> str:
+        shown = "\n  ".join(self.skipped[:10])
+        more = f"\n  … and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
+        return f"{head}:\n  {shown}{more}"
+
+    def report(self) -> dict[str, Any]:
+        """Counts for the manifest: records seen, skipped and the first reasons."""
+        return {"seen": self.seen, "skipped": len(self.skipped), "skipped_examples": self.skipped[:20]}
+
+
+def require_str(rec: Any, key: str, source: str, line: int, *, allow_empty: bool = False) -> str:
+    """``rec[key]`` as a string, or InputError naming the record and field."""
+    if not isinstance(rec, dict):
+        raise InputError(source, line, f"expected a JSON object, got {type(rec).__name__}")
+    if key not in rec or rec[key] is None:
+        raise InputError(source, line, "missing", key)
+    v = rec[key]
+    if not isinstance(v, str):
+        raise InputError(source, line, f"expected a string, got {type(v).__name__}", key)
+    if not allow_empty and not v.strip():
+        raise InputError(source, line, "empty", key)
+    return v

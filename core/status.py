@@ -1,0 +1,136 @@
+"""The state of every stage and artifact of a workspace (shared by ``llmctl status`` and the TUI)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmctl.core import jobs
+from llmctl.core.artifacts import (
+    ArtifactStatus,
+    artifact_fingerprint,
+    artifact_status,
+)
+from llmctl.core.stages import (
+    ARTIFACT_BY_NAME,
+    ARTIFACTS,
+    STAGES,
+    ParamError,
+    Stage,
+    StageNotBuilt,
+    need_names,
+    params_dict,
+    resolve_params,
+)
+from llmctl.core.workspace import Workspace
+
+# Parameters that change how a stage runs but not what it makes.
+RUN_ONLY_PARAMS = {"on_error", "resume", "workers", "batch_docs", "progress", "device", "compile",
+                   "flush_tokens", "chunk_tokens"}
+
+
+def _inputs_changed(recorded: dict[str, Any], ws: Workspace) -> str:
+    for name, fp in (recorded or {}).items():
+        if name in ARTIFACT_BY_NAME:
+            cur = artifact_fingerprint(ws.path(ARTIFACT_BY_NAME[name].path))
+            if isinstance(fp, str) and cur is not None and cur != fp:
+                return f"input {name} was rebuilt"
+        elif isinstance(fp, dict) and "path" in fp and "size" in fp:
+            p = Path(fp["path"])
+            if not p.exists():
+                return f"input {p.name} is gone"
+            st = p.stat()
+            if st.st_size != fp["size"] or st.st_mtime_ns != fp.get("mtime_ns", st.st_mtime_ns):
+                return f"input {p.name} changed"
+    return ""
+
+
+def artifact_statuses(ws: Workspace) -> dict[str, ArtifactStatus]:
+    """Status of every declared artifact, with staleness against the config and the inputs."""
+    expected: dict[str, dict[str, Any]] = {}
+    for st in STAGES:
+        with contextlib.suppress(StageNotBuilt, ParamError, TypeError):
+            params = resolve_params(st, ws.stage_config(st.name), {})
+            expected[st.name] = {k: v for k, v in params_dict(params).items() if k not in RUN_ONLY_PARAMS}
+    out = {}
+    for spec in ARTIFACTS:
+        s = artifact_status(ws.path(spec.path), name=spec.name, kind=spec.kind, stage=spec.stage)
+        if s.state == "ready" and s.manifest is not None and spec.kind not in ("checkpoint", "eval"):
+            want = expected.get(spec.stage)
+            recorded = s.manifest.get("config_params") or s.manifest.get("params") or {}
+            got = {k: v for k, v in recorded.items() if k not in RUN_ONLY_PARAMS}
+            if want is not None and got and want != got:
+                changed = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+                s.state, s.reason = "stale", "parameters changed: " + ", ".join(changed)
+            else:
+                why = _inputs_changed(s.manifest.get("inputs") or {}, ws)
+                if why:
+                    s.state, s.reason = "stale", why
+        out[spec.name] = s
+    return out
+
+
+@dataclass
+class StageStatus:
+    """A stage's state for the pipeline view."""
+
+    name: str
+    state: str  # not built | can run | waiting | running | done | failed | stale
+    detail: str = ""
+    needs: list[str] = field(default_factory=list)
+    makes: list[str] = field(default_factory=list)
+    running_job: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _need_met(need: str, arts: dict[str, ArtifactStatus]) -> tuple[bool, str]:
+    names, optional = need_names(need)
+    if optional:
+        return True, ""
+    if any(arts[n].state in ("ready", "stale") for n in names if n in arts):
+        return True, ""
+    return False, " or ".join(names)
+
+
+def stage_statuses(ws: Workspace, arts: dict[str, ArtifactStatus] | None = None) -> list[StageStatus]:
+    """Every stage in pipeline order with its state and what it waits on."""
+    arts = arts if arts is not None else artifact_statuses(ws)
+    active: dict[str, str] = {}
+    last: dict[str, str] = {}
+    for r in jobs.list_jobs(ws.runs_dir):
+        if r.job.get("state") in ("starting", "running"):
+            active[r.stage] = str(r.path)
+        else:
+            last[r.stage] = r.job.get("state", "")
+    out = []
+    for st in STAGES:
+        s = StageStatus(st.name, "can run", needs=list(st.needs), makes=list(st.makes))
+        if not st.built:
+            s.state, s.detail = "not built", "not implemented yet"
+        elif st.name in active:
+            s.state, s.running_job = "running", active[st.name]
+        else:
+            made = [arts[m] for m in st.makes if m in arts]
+            missing = [label for ok, label in (_need_met(n, arts) for n in st.needs) if not ok]
+            if made and all(a.state == "ready" for a in made):
+                s.state = "done"
+            elif any(a.state == "stale" for a in made):
+                s.state = "stale"
+                s.detail = next(a.reason for a in made if a.state == "stale")
+            elif any(a.state == "failed" for a in made) or last.get(st.name) in ("failed", "killed"):
+                s.state = "failed"
+                s.detail = next((a.reason for a in made if a.state == "failed"), "last run failed")
+            elif missing:
+                s.state, s.detail = "waiting", "waiting on " + ", ".join(missing)
+        out.append(s)
+    return out
+
+
+def stage_for(name: str) -> Stage:
+    from llmctl.core.stages import get_stage
+
+    return get_stage(name)

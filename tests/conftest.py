@@ -1,0 +1,45 @@
+"""Shared fixtures: the real data folder, the tokenizer file and a fresh workspace."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LLMCTL_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+TOKENIZER_FILE = SHARED_DATA / "tokenizer" / "r50k_base.tiktoken"
+
+if TOKENIZER_FILE.exists():
+    os.environ.setdefault("LLMCTL_TIKTOKEN_FILE", str(TOKENIZER_FILE))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``: the real public datasets tests build their fixtures from."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tokenizer_file(shared_data: Path) -> Path:
+    return shared_data / "tokenizer" / "r50k_base.tiktoken"
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_file: Path):
+    from llmctl.core.tokenizer import get_tokenizer
+
+    return get_tokenizer(tokenizer_file)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh, initialised workspace in a temporary folder (also set as $LLMCTL_WORKSPACE)."""
+    from llmctl.core.workspace import init_workspace
+
+    root = tmp_path / "ws"
+    monkeypatch.setenv("LLMCTL_WORKSPACE", str(root))
+    return init_workspace(root)

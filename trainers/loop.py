@@ -1,0 +1,535 @@
+"""Shared training pieces and the language-model training loop used by pretrain and SFT.
+
+The pieces (each usable alone, e.g. by the RL trainers):
+
+* :func:`resolve_device`, :func:`resolve_dtype`, :func:`autocast`, :func:`maybe_compile`;
+* :class:`StopFlag`: SIGTERM (the app's cancel) / Ctrl-C ask the loop to checkpoint and stop;
+* :class:`Session`: one training process: device, DDP ranks, run folder, checkpoint folder,
+  metrics (``metrics.jsonl`` + optional TensorBoard / W&B), provenance, progress display;
+* :func:`train_step`: gradient accumulation over micro-batches (DDP ``no_sync``), loss weighted
+  by target tokens, gradient norm and clipping; :func:`eval_loss` on held-out batches;
+* :class:`Throughput`: tokens/s and MFU against the GPU's dense bf16 peak;
+* :func:`find_start_checkpoint` / :func:`start_model`: the model to train: resumed, from
+  ``--init`` / the newest checkpoint of the needed stage, or fresh from the preset;
+  :func:`continue_metrics` carries a resumed run's metrics over, cut back to its step.
+
+:func:`fit` is the loop itself: optimizer and schedule, steps, NaN guard, logging, evaluation,
+checkpoints (last N + best by eval loss), SIGTERM, exact resume. A batch is a dict of tensors ``x``, ``y`` and optionally ``loss_mask``,
+``position_ids``, ``doc_ids`` (the keyword arguments of :meth:`GPT.forward`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from llmctl.core.artifacts import artifact_fingerprint, file_fingerprint, newest_checkpoint
+from llmctl.core.metrics import MetricsWriter
+from llmctl.core.runs import METRICS_FILE, write_provenance
+from llmctl.trainers import distributed as D
+from llmctl.trainers.checkpoint import (
+    load_checkpoint,
+    prune_checkpoints,
+    resolve_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    unwrap_model,
+)
+from llmctl.trainers.model import GPT, GPTConfig
+
+Batch = dict[str, torch.Tensor]
+
+# Dense bf16 tensor-core peaks (TFLOP/s), matched against torch.cuda.get_device_name; first hit wins.
+GPU_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0), ("GH200", 989.0),
+    ("B200", 2250.0), ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0),
+    ("RTX 4090", 165.0), ("RTX 3090", 71.0),
+)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN/inf; the run stopped with a checkpoint to inspect."""
+
+    def __init__(self, step: int, checkpoint: Path | None) -> None:
+        self.step, self.checkpoint = step, checkpoint
+        where = f"; checkpoint of the weights that produced it: {checkpoint}" if checkpoint else ""
+        super().__init__(f"non-finite loss at step {step}{where}")
+
+
+class Cancelled(KeyboardInterrupt):
+    """SIGTERM / Ctrl-C stopped the run after writing a checkpoint (exit is reported as cancelled)."""
+
+
+# ---- device, dtype, compile ---------------------------------------------------------------------
+
+def resolve_device(pref: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` when a GPU is visible, else CPU."""
+    if pref == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(pref)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device(f"cuda:{local_rank}")
+    return dev
+
+
+def resolve_dtype(pref: str, device: torch.device) -> torch.dtype:
+    """Autocast dtype: ``auto`` is bf16 on a GPU that supports it, fp32 (no autocast) elsewhere."""
+    if pref == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[pref]
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> Any:
+    """Mixed-precision context (a no-op for fp32)."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def maybe_compile(model: nn.Module, enabled: bool, device: torch.device) -> nn.Module:
+    """``torch.compile(model)`` on GPU when enabled; the model itself on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.compile(model)
+    return model
+
+
+def gpu_peak_flops(device: torch.device, override_tflops: float = 0.0) -> float | None:
+    """Peak dense bf16 FLOP/s of the device (``override_tflops`` wins); None on CPU or unknown GPUs."""
+    if override_tflops > 0:
+        return override_tflops * 1e12
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in GPU_PEAK_TFLOPS:
+        if key in name:
+            return tflops * 1e12
+    return None
+
+
+# ---- stopping -----------------------------------------------------------------------------------
+
+class StopFlag:
+    """Catches SIGTERM and SIGINT: the first one asks for a checkpoint and a clean stop.
+
+    A second SIGINT raises KeyboardInterrupt at once. Handlers are restored by :meth:`restore`.
+    """
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> StopFlag:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+# ---- metrics sinks ------------------------------------------------------------------------------
+
+class ExtraLoggers:
+    """TensorBoard and W&B mirrors of the metrics (each only when asked for and installed)."""
+
+    def __init__(self, run_dir: Path, params: Any, stage: str) -> None:
+        self.tb = self.wandb = None
+        if getattr(params, "tensorboard", False):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:
+                print("llmctl: tensorboard is not installed; skipping it", file=sys.stderr)
+        if getattr(params, "wandb", False):
+            try:
+                import wandb
+
+                self.wandb = wandb.init(project=getattr(params, "wandb_project", "llmctl"), name=run_dir.name,
+                                        group=stage, config=dataclasses.asdict(params), dir=str(run_dir))
+            except ImportError:
+                print("llmctl: wandb is not installed; skipping it", file=sys.stderr)
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        nums = {k: v for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
+        if self.tb is not None:
+            for k, v in nums.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(nums, step=step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+# ---- progress display ---------------------------------------------------------------------------
+
+class Progress:
+    """A rich progress bar on a terminal, plain ``step i/n …`` lines otherwise (logs, jobs)."""
+
+    def __init__(self, total: int, start: int, label: str, enabled: bool = True) -> None:
+        self.total, self.label = total, label
+        self.bar = None
+        self.enabled = enabled
+        if enabled and sys.stdout.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task(label, total=total, completed=start, info="")
+
+    def update(self, step: int, info: str = "", line: bool = False) -> None:
+        """Move to ``step``; ``line`` also prints ``info`` as a plain line when not on a terminal."""
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, info=info)
+        elif self.enabled and line:
+            print(f"{self.label} step {step}/{self.total} {info}", flush=True)
+
+    def print(self, msg: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(msg)
+        else:
+            print(msg, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+# ---- the session --------------------------------------------------------------------------------
+
+def input_fingerprint(path: Path) -> Any:
+    """An input artifact's fingerprint (its manifest hash), or the file's size/mtime without one."""
+    fp = artifact_fingerprint(path)
+    if fp is not None:
+        return fp
+    return file_fingerprint(path) if path.exists() else None
+
+
+class Session:
+    """One training process of a stage: ranks, device, folders, metrics and the stop flag."""
+
+    def __init__(self, ws: Any, params: Any, run_dir: Path, stage: str) -> None:
+        self.ws, self.params, self.stage = ws, params, stage
+        self.run_dir = Path(run_dir)
+        env = D.dist_env()
+        self.device = resolve_device(getattr(params, "device", "auto"), env.local_rank)
+        self.dist = D.init_distributed(self.device)
+        self.dtype = resolve_dtype(getattr(params, "dtype", "auto"), self.device)
+        self.ckpt_dir = ws.checkpoints_dir / stage / self.run_dir.name
+        self.is_main = self.dist.is_main
+        self.metrics = MetricsWriter(self.run_dir / METRICS_FILE) if self.is_main else None
+        self.extra = ExtraLoggers(self.run_dir, params, stage) if self.is_main else None
+        self.stop = StopFlag().install()
+        self.progress: Progress | None = None
+        try:
+            self.tokenizer_info = ws.tokenizer().describe()
+        except Exception:  # a missing tokenizer must not stop training; provenance says so
+            self.tokenizer_info = None
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    def autocast(self) -> Any:
+        return autocast(self.device, self.dtype)
+
+    def log(self, step: int, values: dict[str, Any]) -> None:
+        """Write metrics (rank 0 only)."""
+        if self.metrics is not None:
+            self.metrics.log(step, values)
+        if self.extra is not None:
+            self.extra.log(step, values)
+
+    def say(self, msg: str) -> None:
+        """Print a message from rank 0 (through the progress bar when one is shown)."""
+        if not self.is_main:
+            return
+        if self.progress is not None:
+            self.progress.print(msg)
+        else:
+            print(msg, flush=True)
+
+    def provenance(self, *, seed: int, inputs: dict[str, Any], **extra: Any) -> None:
+        if self.is_main:
+            write_provenance(self.run_dir, stage=self.stage, params=dataclasses.asdict(self.params), seed=seed,
+                             tokenizer=self.tokenizer_info, inputs=inputs, world_size=self.dist.world_size,
+                             device=str(self.device), dtype=str(self.dtype).removeprefix("torch."), **extra)
+
+    def close(self) -> None:
+        self.stop.restore()
+        if self.progress is not None:
+            self.progress.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.extra is not None:
+            self.extra.close()
+        D.cleanup_distributed()
+
+
+# ---- which model to train -----------------------------------------------------------------------
+
+def find_start_checkpoint(ws: Any, init: str | None, need_stage: str | None) -> Path | None:
+    """``--init`` (a step/run/stage folder), else the newest ready checkpoint of ``need_stage``."""
+    if init:
+        return resolve_checkpoint(ws.path(init))
+    if need_stage:
+        return newest_checkpoint(ws.checkpoints_dir / need_stage)
+    return None
+
+
+def start_model(s: Session, need_stage: str | None = None) -> tuple[GPT, dict[str, Any] | None, Path | None]:
+    """The model to train and, when resuming, the checkpoint state.
+
+    ``--resume`` (a checkpoint or ``last``) restores everything; else weights come from ``--init``
+    or the newest checkpoint of ``need_stage``; else a fresh model of the preset (seeded).
+    Returns ``(model on device, resume_state or None, checkpoint path or None)``.
+    """
+    p = s.params
+    torch.manual_seed(p.seed)
+    if p.resume:
+        where = s.ws.checkpoints_dir / s.stage if p.resume == "last" else s.ws.path(p.resume)
+        src = resolve_checkpoint(where)
+        model, state = load_checkpoint(src, s.device)
+        return model, state, src  # type: ignore[return-value]
+    start = find_start_checkpoint(s.ws, p.init, need_stage)
+    if start is not None:
+        model, _ = load_checkpoint(start, s.device)
+        if p.dropout != model.config.dropout:  # dropout is a training choice, not a shape
+            model.config.dropout = p.dropout
+            for m in model.modules():
+                if isinstance(m, nn.Dropout):
+                    m.p = p.dropout
+            for blk in model.transformer.h:
+                blk.attn.dropout = p.dropout
+        return model, None, start  # type: ignore[return-value]
+    shape = p.model_shape()
+    model = GPT(GPTConfig(**shape, dropout=p.dropout)).to(s.device)
+    return model, None, None
+
+
+def continue_metrics(s: Session, src_ckpt: Path, step: int) -> None:
+    """On resume: carry the source run's metrics into this run folder, cut back to ``step``."""
+    if s.metrics is None:
+        return
+    src_run = s.ws.runs_dir / s.stage / src_ckpt.parent.name
+    mine = s.run_dir / METRICS_FILE
+    theirs = src_run / METRICS_FILE
+    if src_run.resolve() != s.run_dir.resolve() and theirs.is_file() and not mine.exists():
+        shutil.copyfile(theirs, mine)
+    s.metrics.truncate_to_step(step)
+
+
+# ---- one optimizer step -------------------------------------------------------------------------
+
+def _n_targets(b: Batch) -> torch.Tensor:
+    valid = b["y"] != -1
+    if b.get("loss_mask") is not None:
+        valid = valid & (b["loss_mask"] != 0)
+    return valid.sum()
+
+
+def train_step(s: Session, model: nn.Module, micro_batches: list[Batch],
+               grad_clip: float = 0.0) -> tuple[float, float, int]:
+    """Accumulate gradients over ``micro_batches`` and report ``(loss, grad_norm, target_tokens)``.
+
+    The loss is the mean cross-entropy over every target token of the step on every process
+    (micro-batches with more answer tokens weigh more), so 2 processes x B rows give the same
+    loss and gradients as 1 process x 2B rows. The optimizer is not stepped here; a non-finite
+    loss is returned as is for the caller's guard. ``grad_norm`` is measured before clipping.
+    """
+    counts = torch.stack([_n_targets(b) for b in micro_batches]).float()
+    total = D.all_reduce_sum(counts.sum().clone()).clamp(min=1.0)
+    world = s.dist.world_size
+    loss_sum = torch.zeros((), device=s.device)
+    for i, b in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with s.autocast():
+                _, loss = model(b["x"], b["y"], loss_mask=b.get("loss_mask"), position_ids=b.get("position_ids"),
+                                doc_ids=b.get("doc_ids"))
+            weight = counts[i] / total
+            (loss * weight * world).backward()
+        loss_sum += loss.detach().float() * counts[i]
+    loss_val = D.all_reduce_sum(loss_sum).item() / total.item()
+    norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf")))
+    return loss_val, norm, int(total.item())
+
+
+@torch.no_grad()
+def eval_loss(s: Session, model: nn.Module, batches: Iterable[Batch]) -> float:
+    """Mean cross-entropy over every target token of ``batches`` (all processes' shares)."""
+    was = model.training
+    model.eval()
+    tot = torch.zeros(2, device=s.device, dtype=torch.float64)
+    for b in batches:
+        with s.autocast():
+            _, loss = model(b["x"], b["y"], loss_mask=b.get("loss_mask"), position_ids=b.get("position_ids"),
+                            doc_ids=b.get("doc_ids"))
+        n = _n_targets(b)
+        tot[0] += loss.double() * n
+        tot[1] += n
+    model.train(was)
+    D.all_reduce_sum(tot)
+    return float(tot[0] / tot[1]) if tot[1] > 0 else float("nan")
+
+
+class Throughput:
+    """Tokens/s (all processes) and MFU since the last :meth:`read`."""
+
+    def __init__(self, flops_per_token: float, peak_flops: float | None, world_size: int) -> None:
+        self.flops_per_token, self.peak, self.world = flops_per_token, peak_flops, world_size
+        self.t0 = time.perf_counter()
+        self.tokens = 0
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def read(self, device: torch.device) -> dict[str, float]:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        tps = self.tokens / dt
+        out = {"tokens_per_s": tps}
+        if self.peak:
+            out["mfu"] = self.flops_per_token * tps / (self.peak * self.world)
+        self.t0, self.tokens = time.perf_counter(), 0
+        return out
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+
+def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Batch]],
+        eval_batches: Callable[[], Iterable[Batch]] | None, inputs: dict[str, Any],
+        resume: dict[str, Any] | None = None, start_ckpt: Path | None = None,
+        seq_len: int = 0) -> dict[str, Any]:
+    """Train ``model`` for ``params.max_steps`` optimizer steps and return a summary.
+
+    ``make_train_iter(micro_step)`` yields this process's micro-batches from that global
+    micro-batch index on (deterministic, so a resumed run sees exactly the same data);
+    ``eval_batches()`` gives this process's share of the fixed held-out batches. ``resume`` is
+    the state of the checkpoint ``start_ckpt`` to continue from (see :func:`start_model`).
+    Checkpoints go to ``checkpoints/<stage>/<run_id>/step_N`` (last ``keep_last`` + best kept).
+    """
+    from llmctl.trainers.optim import make_optimizer, make_scheduler
+
+    p = s.params
+    raw = unwrap_model(model)
+    optimizer = make_optimizer(raw, p.lr, p.weight_decay, (p.beta1, p.beta2), device_type=s.device.type)
+    scheduler = make_scheduler(optimizer, p.warmup_steps, p.max_steps, p.min_lr_ratio)
+    step, tokens, best = 0, 0, float("inf")
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        step = int(resume["step"])
+        tokens = int(resume["extra"].get("tokens", 0))
+        best = float(resume["extra"].get("best_eval_loss", float("inf")))
+        if resume["extra"].get("grad_accum", p.grad_accum) * resume["extra"].get("world_size", 1) != \
+                p.grad_accum * s.dist.world_size:
+            s.say("warning: grad_accum x processes differs from the resumed run; the data order will differ")
+        if start_ckpt is not None:
+            continue_metrics(s, start_ckpt, step)
+        set_rng_state(resume["rng"])  # last: building the model above used the generator
+    s.provenance(seed=p.seed, inputs=inputs, model=raw.config.to_dict(),
+                 start_checkpoint=str(start_ckpt) if start_ckpt else None,
+                 resumed_step=step if resume is not None else None)
+
+    eval_model = maybe_compile(raw, p.compile, s.device)  # the same weights, without DDP's hooks
+    train_model = D.wrap_ddp(eval_model, s.device)
+    batches = make_train_iter(step * p.grad_accum)
+    thr = Throughput(raw.estimate_flops_per_token(seq_len or raw.config.block_size),
+                     gpu_peak_flops(s.device, p.peak_tflops), s.dist.world_size)
+    s.progress = Progress(p.max_steps, step, s.stage, enabled=p.progress and s.is_main)
+    last_path: Path | None = None
+    last_saved = step if resume is not None else -1
+    loss = ev = float("nan")
+
+    def save(at: int, eval_value: float | None) -> Path | None:
+        nonlocal last_path, last_saved
+        if s.is_main:
+            extra = {"tokens": tokens, "best_eval_loss": best, "grad_accum": p.grad_accum,
+                     "world_size": s.dist.world_size, "micro_step": at * p.grad_accum}
+            counts = {"tokens": tokens, "eval_loss": eval_value if eval_value is not None and
+                      math.isfinite(eval_value) else None}
+            last_path = save_checkpoint(s.ckpt_dir, raw, optimizer, scheduler, at, extra, stage=s.stage,
+                                        params=dataclasses.asdict(p), inputs=inputs, counts=counts,
+                                        tokenizer=s.tokenizer_info)
+            prune_checkpoints(s.ckpt_dir, p.keep_last)
+        last_saved = at
+        D.barrier()
+        return last_path
+
+    train_model.train()
+    while step < p.max_steps:
+        if D.any_true(s.stop.requested is not None, s.device):
+            path = save(step, None) if last_saved != step else last_path
+            s.say(f"{s.stage}: stopped ({s.stop.requested or 'signal'}) at step {step}; checkpoint {path}")
+            raise Cancelled(f"stopped at step {step}; checkpoint {path}")
+        micro = [next(batches) for _ in range(p.grad_accum)]
+        loss, norm, _ = train_step(s, train_model, micro, p.grad_clip)
+        if not math.isfinite(loss) or not math.isfinite(norm):
+            optimizer.zero_grad(set_to_none=True)
+            s.log(step + 1, {"train/loss": loss, "grad_norm": norm})
+            path = save(step, None) if last_saved != step else last_path
+            raise NonFiniteLoss(step + 1, path)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        n_tok = sum(int(b["x"].numel()) for b in micro) * s.dist.world_size
+        tokens += n_tok
+        thr.add(n_tok)
+        info = f"loss {loss:.4f}"
+        if step % p.log_every == 0 or step == p.max_steps:
+            row = {"train/loss": loss, "lr": lr, "grad_norm": norm, "tokens": tokens, **thr.read(s.device)}
+            s.log(step, row)
+            info = f"loss {loss:.4f} lr {lr:.2e} gnorm {norm:.2f} {row['tokens_per_s']:.0f} tok/s"
+            s.progress.update(step, info, line=True)
+        else:
+            s.progress.update(step, info)
+        ev = None
+        if eval_batches is not None and ((p.eval_every and step % p.eval_every == 0) or step == p.max_steps):
+            ev = eval_loss(s, eval_model, eval_batches())
+            best = min(best, ev) if math.isfinite(ev) else best
+            s.log(step, {"eval/loss": ev})
+            s.say(f"{s.stage} step {step}: eval loss {ev:.4f}")
+            thr.t0 = time.perf_counter()
+        if (p.save_every and step % p.save_every == 0) or step == p.max_steps:
+            save(step, ev)
+            thr.t0 = time.perf_counter()
+    s.progress.close()
+    return {"step": step, "tokens": tokens, "train_loss": loss,
+            "eval_loss": ev if ev is not None and math.isfinite(ev) else None,
+            "best_eval_loss": best if math.isfinite(best) else None,
+            "checkpoint": str(last_path) if last_path else None, "checkpoints": str(s.ckpt_dir)}

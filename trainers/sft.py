@@ -1,0 +1,63 @@
+"""``llmctl run sft``: supervised fine-tuning on packed chat rows.
+
+Rows of ``data/sft_packed.h5`` hold several examples each; the loss counts only answer tokens
+(``loss_mask``), positions restart at every example and attention stays inside it
+(``example_ids`` as ``doc_ids``). Starts from ``--init CKPT``, else the newest pretrain
+checkpoint, else (with a warning) a fresh model; ``--resume`` continues a stopped run exactly.
+The last ``eval_rows`` rows of the file are held out for eval loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmctl.core.train_params import SFTParams
+from llmctl.trainers.batches import PackedRows, fixed_sft_batches, sft_batches
+from llmctl.trainers.loop import Session, fit, input_fingerprint, start_model
+
+STAGE = "sft"
+NEEDS = "pretrain"
+
+
+def run(ws: Any, params: SFTParams, run_dir: Path) -> dict[str, Any]:
+    """Fine-tune; return the summary (steps, tokens, losses, newest checkpoint)."""
+    data = ws.path(params.data)
+    if not data.exists():
+        raise FileNotFoundError(f"{data} is missing: run `llmctl prepare sft` first")
+    s = Session(ws, params, run_dir, STAGE)
+    try:
+        model, resume, start = start_model(s, need_stage=NEEDS)
+        if start is None:
+            s.say(f"{STAGE}: warning: no pretrained checkpoint (checkpoints/{NEEDS}) and no --init; "
+                  f"starting from a fresh {params.preset} model")
+        block = model.config.block_size
+        probe = PackedRows(data)
+        T = min(params.context_length or probe.row_len - 1, probe.row_len - 1, block)
+        rows = PackedRows(data, T + 1)
+        n_eval = min(params.eval_rows, rows.n_rows // 2)
+        train_ids = np.arange(rows.n_rows - n_eval)
+        eval_ids = np.arange(rows.n_rows - n_eval, rows.n_rows)
+        rank, world = s.dist.rank, s.dist.world_size
+
+        def train_iter(micro_step: int):
+            return sft_batches(rows, train_ids, params.batch_size, params.seed, s.device, rank=rank,
+                               world_size=world, start_step=micro_step)
+
+        held = fixed_sft_batches(rows, eval_ids, params.batch_size, s.device, rank=rank, world_size=world) \
+            if n_eval else None
+        inputs: dict[str, Any] = {"sft_packed": input_fingerprint(data)}
+        if start is not None:
+            inputs["init"] = str(start)
+        s.say(f"{STAGE}: {model.num_params() / 1e6:.1f}M parameters, {len(train_ids)} train rows + {n_eval} held out, "
+              f"{T} tokens per row, batch {params.batch_size} x {params.grad_accum} x {world}, {s.device}"
+              + (f", resuming at step {resume['step']}" if resume else "")
+              + (f", from {start}" if start is not None and not resume else ""))
+        summary = fit(s, model, make_train_iter=train_iter, eval_batches=(lambda: held) if held else None,
+                      inputs=inputs, resume=resume, start_ckpt=start, seq_len=T)
+        s.say(f"{STAGE}: done at step {summary['step']}, checkpoint {summary['checkpoint']}")
+        return summary
+    finally:
+        s.close()

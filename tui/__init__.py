@@ -1,0 +1,1 @@
+"""llmctl.tui: the Textual control center."""
