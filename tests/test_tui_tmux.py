@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 
 import pytest
@@ -105,16 +106,20 @@ def test_person_runs_a_stage_and_looks_at_its_output(workspace, shared_data, tok
         term.wait_for("GSM8K gold answers")
         term.keys("s")
         term.wait_for("start prepare-rl", "gsm8k", "arithmetic_n")
-        assert term.field("gsm8k") == str(shared_data / "gsm8k")  # prefilled from llmctl.toml
+        gsm8k = str(shared_data / "gsm8k")
+        shown = term.field("gsm8k")  # a long path scrolls in its input: the tail is what shows
+        assert shown and gsm8k.endswith(shown), (shown, gsm8k)  # prefilled from llmctl.toml
         time.sleep(0.5)  # a person reads the form before typing
         term.keys("Tab", "Tab", "Tab")  # gsm8k -> gsm8k_train -> gsm8k_test -> max_examples
         term.fill("max_examples", "12")
         term.keys("Tab")  # -> arithmetic_n
         term.fill("arithmetic_n", "4")
-        assert term.field("gsm8k") == str(shared_data / "gsm8k")
+        assert term.field("gsm8k") == shown
         term.keys("C-l")
         term.wait_for("prepare-rl/", "Curves", "Log", timeout=60)  # the job screen, on its log
         term.wait_for("done (exit 0)", "rl prompts", timeout=120)  # the job's own summary line, streamed
+        saved = tomllib.loads((workspace.root / "llmctl.toml").read_text())["stages"]["prepare-rl"]
+        assert saved["gsm8k"] == gsm8k and saved["max_examples"] == 12, saved  # the whole path, not its tail
         term.keys("Escape")
         term.wait_for("Pipeline", "Artifacts")
         term.until_re(r"│ prepare-rl +✓ done")  # the pipeline row, once the app has re-read the run folder
