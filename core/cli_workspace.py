@@ -30,6 +30,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
              corpus: Optional[list[str]] = typer.Option(None, "--corpus", help="Text files/globs to pretrain on first (optional)."),
              detach: bool = typer.Option(False, "--detach", help="Run the demo as a job (watch it in the app)."),
              fast: bool = typer.Option(False, "--fast", help="Fewer steps (a smoke run)."),
+             stop_after: str = typer.Option("eval", "--stop-after", metavar="STAGE",
+                                            help="Stop after this stage: data, pretrain, sft, grpo or eval."),
              ) -> None:
         """An offline end-to-end pipeline: arithmetic SFT then GRPO on the tiny model (a few minutes)."""
         import os
@@ -37,11 +39,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         from llmctl.core import demo as demo_mod
 
+        if stop_after not in demo_mod.STOP_POINTS:
+            raise fail(f"demo: --stop-after must be one of {', '.join(demo_mod.STOP_POINTS)}, got {stop_after!r}")
         ws = open_workspace(workspace, create=True)
         if detach:
             from llmctl.core import jobs
 
-            args = ["demo", "--workspace", str(ws.root)] + (["--fast"] if fast else [])
+            args = ["demo", "--workspace", str(ws.root), "--stop-after", stop_after] + (["--fast"] if fast else [])
             for c in corpus or []:
                 args += ["--corpus", c]
             run_dir = jobs.start_job(ws.runs_dir, "demo", [sys.executable, "-m", "llmctl.core.cli", *args],
@@ -49,7 +53,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             typer.echo(f"started the demo as a job: {run_dir}")
             return
         try:
-            demo_mod.run_demo(ws, corpus=list(corpus or []), fast=fast, echo=typer.echo)
+            demo_mod.run_demo(ws, corpus=list(corpus or []), fast=fast, stop_after=stop_after, echo=typer.echo)
         except Exception as e:  # noqa: BLE001 - one clear line, details with LLMCTL_DEBUG
             if os.environ.get("LLMCTL_DEBUG"):
                 raise

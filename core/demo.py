@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,34 +20,50 @@ from llmctl.core.metrics import iter_series, read_metrics
 from llmctl.core.runs import ENV_RUN_DIR, list_runs
 from llmctl.core.workspace import Workspace
 
+STOP_POINTS = ("data", "pretrain", "sft", "grpo", "eval")
 
-def demo_steps(ws: Workspace, corpus: list[str], fast: bool) -> list[tuple[str, list[str]]]:
-    """The (title, command words) of each demo stage, in order."""
-    steps: list[tuple[str, list[str]]] = [
-        ("arithmetic prompts", ["prepare", "rl", "--gsm8k", "", "--arithmetic-n", "400",
-                                "--arithmetic-levels", "1", "--arithmetic-levels", "2"]),
-        ("arithmetic SFT rows", ["prepare", "sft", "--sources", "", "--include-arithmetic", "3000",
-                                 "--arithmetic-levels", "1", "--seq-len", "128"]),
+
+@dataclass(frozen=True)
+class DemoStep:
+    """One demo stage: where it sits in the pipeline, a title, and the ``llmctl`` command words."""
+    point: str
+    title: str
+    words: list[str]
+
+
+def demo_steps(ws: Workspace, corpus: list[str], fast: bool, stop_after: str = "eval") -> list[DemoStep]:
+    """The demo's stages in order, up to and including ``stop_after`` (one of ``STOP_POINTS``)."""
+    if stop_after not in STOP_POINTS:
+        raise ValueError(f"stop_after must be one of {', '.join(STOP_POINTS)}, got {stop_after!r}")
+    steps = [
+        DemoStep("data", "arithmetic prompts", ["prepare", "rl", "--gsm8k", "", "--arithmetic-n", "400",
+                                                "--arithmetic-levels", "1", "--arithmetic-levels", "2"]),
+        DemoStep("data", "arithmetic SFT rows", ["prepare", "sft", "--sources", "", "--include-arithmetic", "3000",
+                                                 "--arithmetic-levels", "1", "--seq-len", "128"]),
     ]
     init: list[str] = []
     if corpus:
         prep = ["prepare", "pretrain", "--val-fraction", "0.05", "--txt-docs", "paragraphs"]
         for c in corpus:
             prep += ["--inputs", c]
-        steps.append(("pretraining tokens", prep))
-        steps.append(("pretrain", ["run", "pretrain", "--max-steps", "40" if fast else "150",
-                                   "--context-length", "128", "--eval-every", "50", "--save-every", "0"]))
+        steps.append(DemoStep("data", "pretraining tokens", prep))
+        steps.append(DemoStep("pretrain", "pretrain", [
+            "run", "pretrain", "--max-steps", "40" if fast else "150", "--context-length", "128",
+            "--eval-every", "50", "--save-every", "0"]))
     else:
         init = ["--preset", "tiny"]
-    steps.append(("SFT", ["run", "sft", *init, "--max-steps", "60" if fast else "250", "--batch-size", "8",
-                          "--lr", "0.003", "--warmup-steps", "10", "--eval-every", "50", "--save-every", "0"]))
-    steps.append(("GRPO", ["run", "grpo", "--train-data", "data/arithmetic_prompts.jsonl",
-                           "--arithmetic-level", "1", "--max-steps", "8" if fast else "40",
-                           "--prompts-per-step", "16", "--num-generations", "8", "--max-new-tokens", "32",
-                           "--eval-every", "10", "--save-every", "0"]))
-    steps.append(("evaluation", ["eval", "--gsm8k-n", "0", "--arithmetic-n", "64", "--arithmetic-level", "1",
-                                 "--dev-batches", "0", "--max-new-tokens", "32"]))
-    return steps
+    steps.append(DemoStep("sft", "SFT", [
+        "run", "sft", *init, "--max-steps", "60" if fast else "250", "--batch-size", "8", "--lr", "0.003",
+        "--warmup-steps", "10", "--eval-every", "50", "--save-every", "0"]))
+    steps.append(DemoStep("grpo", "GRPO", [
+        "run", "grpo", "--train-data", "data/arithmetic_prompts.jsonl", "--arithmetic-level", "1",
+        "--max-steps", "8" if fast else "40", "--prompts-per-step", "16", "--num-generations", "8",
+        "--max-new-tokens", "32", "--eval-every", "10", "--save-every", "0"]))
+    steps.append(DemoStep("eval", "evaluation", [
+        "eval", "--gsm8k-n", "0", "--arithmetic-n", "64", "--arithmetic-level", "1", "--dev-batches", "0",
+        "--max-new-tokens", "32"]))
+    last = max(i for i, st in enumerate(steps) if STOP_POINTS.index(st.point) <= STOP_POINTS.index(stop_after))
+    return steps[:last + 1]
 
 
 def _run(ws: Workspace, words: list[str], echo: Callable[[str], Any]) -> None:
@@ -74,17 +91,21 @@ def reward_trend(ws: Workspace) -> tuple[float, float] | None:
     return sum(series[:q]) / q, sum(series[-q:]) / q
 
 
-def run_demo(ws: Workspace, *, corpus: list[str] | None = None, fast: bool = False,
+def run_demo(ws: Workspace, *, corpus: list[str] | None = None, fast: bool = False, stop_after: str = "eval",
              echo: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Run every demo stage in order; return the timings and the GRPO reward trend."""
+    """Run the demo's stages in order (up to ``stop_after``); return the timings, the GRPO reward
+    trend and, after a whole run, the report's path."""
     corpus = [str(Path(c).expanduser()) for c in (corpus or [])]
     timings = {}
-    steps = demo_steps(ws, corpus, fast)
-    for i, (title, words) in enumerate(steps, 1):
-        echo(f"[{i}/{len(steps)}] {title}: llmctl {' '.join(w if w else repr(w) for w in words)}")
+    steps = demo_steps(ws, corpus, fast, stop_after)
+    for i, st in enumerate(steps, 1):
+        echo(f"[{i}/{len(steps)}] {st.title}: llmctl {' '.join(w if w else repr(w) for w in st.words)}")
         t0 = time.time()
-        _run(ws, words, echo)
-        timings[title] = round(time.time() - t0, 1)
+        _run(ws, st.words, echo)
+        timings[st.title] = round(time.time() - t0, 1)
+    if stop_after != "eval":
+        echo(f"demo stopped after {stop_after} in {sum(timings.values()):.0f} s")
+        return {"timings": timings, "reward_trend": reward_trend(ws), "report": None}
     trend = reward_trend(ws)
     if trend:
         echo(f"GRPO mean reward: {trend[0]:.3f} (first quarter) -> {trend[1]:.3f} (last quarter)")

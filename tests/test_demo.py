@@ -1,0 +1,59 @@
+"""`llmctl demo` as a new user runs it: the real CLI in a subprocess, on a fresh workspace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmctl.core.demo import STOP_POINTS, demo_steps
+from llmctl.core.workspace import Workspace
+
+
+def _llmctl(*words: str, tokenizer_file: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMCTL_")}
+    env["LLMCTL_TIKTOKEN_FILE"] = str(tokenizer_file)
+    return subprocess.run([sys.executable, "-m", "llmctl.core.cli", *words], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_demo_first_stages_build_ready_artifacts(tmp_path, tokenizer_file):
+    ws = tmp_path / "fresh-ws"  # does not exist yet: the demo creates it
+    out = _llmctl("demo", "--workspace", str(ws), "--stop-after", "data", tokenizer_file=tokenizer_file)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[1/2] arithmetic prompts" in out.stdout and "[2/2] arithmetic SFT rows" in out.stdout
+    assert "demo stopped after data" in out.stdout
+    status = _llmctl("status", "--workspace", str(ws), "--json", tokenizer_file=tokenizer_file)
+    assert status.returncode == 0, status.stderr
+    states = {a["name"]: a["state"] for a in json.loads(status.stdout)["artifacts"]}
+    assert states["arithmetic_prompts"] == "ready" and states["sft_packed"] == "ready", states
+    rows = [json.loads(line) for line in (ws / "data" / "arithmetic_prompts.jsonl").read_text().splitlines()]
+    assert {r["level"] for r in rows} == {1, 2} and len(rows) == 800
+    # run again: the stages rebuild over their own ready artifacts without complaint
+    again = _llmctl("demo", "--workspace", str(ws), "--stop-after", "data", tokenizer_file=tokenizer_file)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_demo_refuses_an_unknown_stop_point(tmp_path, tokenizer_file):
+    out = _llmctl("demo", "--workspace", str(tmp_path / "ws"), "--stop-after", "ppo", tokenizer_file=tokenizer_file)
+    assert out.returncode != 0
+    assert "--stop-after must be one of data, pretrain, sft, grpo, eval" in out.stdout + out.stderr
+    assert not (tmp_path / "ws").exists()  # nothing created for a command that was refused
+
+
+@pytest.mark.parametrize("corpus", [[], ["corpus.txt"]])
+def test_demo_plan_follows_the_pipeline(tmp_path, corpus):
+    ws = Workspace(tmp_path)
+    full = demo_steps(ws, corpus, fast=False)
+    points = [st.point for st in full]
+    assert points == sorted(points, key=STOP_POINTS.index)  # stages come in pipeline order
+    assert ("pretrain" in points) == bool(corpus)
+    sft = next(st for st in full if st.point == "sft")
+    assert ("--preset" in sft.words) != bool(corpus)  # SFT starts fresh only when nothing was pretrained
+    assert [st.point for st in demo_steps(ws, corpus, fast=False, stop_after="sft")][-1] == "sft"
+    with pytest.raises(ValueError, match="stop_after"):
+        demo_steps(ws, corpus, fast=False, stop_after="nope")
