@@ -24,6 +24,7 @@ trainers take ``x = ids[:-1], y = ids[1:], m = mask[1:]``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -37,6 +38,7 @@ EOT = EOT_TOKEN
 Messages = Sequence[dict[str, Any]]
 
 _marker_ids: dict[tuple[int, str], list[int]] = {}
+_EOT_RUN = (EOT_ID,)
 
 
 def _tok(tok: Any) -> Any:
@@ -113,55 +115,90 @@ def encode_chats(conversations: Sequence[Messages], tok: Any = None) -> list[tup
     return out
 
 
-def encode_chats_flat(conversations: Sequence[Messages], tok: Any = None) -> tuple[Any, Any, Any]:
-    """``encode_chats`` as flat numpy arrays: (ids int32, loss_mask uint8, lengths int64).
+@dataclass
+class ChatRuns:
+    """Conversations as runs of token ids, in order: per turn its marker, its content, ``[EOT]``.
 
-    Conversation ``k`` occupies ``[offsets[k], offsets[k] + lengths[k])`` with offsets the
-    cumulative sum of ``lengths``; the ids and mask are exactly those of ``encode_chat``. Used by
-    the prepare pipelines, where building per-token Python lists would cost more than the BPE.
+    ``runs[i]`` is a list of ids (marker and EOT lists are shared objects: never mutate them),
+    ``run_mask[i]`` its loss-mask value (the same for every token of the run), ``run_len[i]`` its
+    length and ``run_conv[i]`` its conversation (non-decreasing). Concatenated, the runs of
+    conversation ``k`` are exactly ``encode_chat(conversations[k])``.
     """
+
+    runs: list[Sequence[int]]
+    run_mask: Any  # uint8 (runs,)
+    run_len: Any  # int64 (runs,)
+    run_conv: Any  # int64 (runs,)
+    lengths: Any  # int64 (conversations,): tokens per conversation
+
+    def flat(self) -> tuple[Any, Any]:
+        """All ids (int32) and the loss mask (uint8) concatenated."""
+        import numpy as np
+
+        total = int(self.run_len.sum())
+        ids = np.fromiter(chain.from_iterable(self.runs), dtype=np.int32, count=total)
+        return ids, np.repeat(self.run_mask, self.run_len)
+
+
+def _segments(conversations: Sequence[Messages]) -> tuple[list[str], list[int]]:
+    """Every turn's content and role index, in order; ValueError on a malformed conversation."""
+    role_index = {r: i for i, r in enumerate(ROLES)}
+    texts: list[str] = []
+    roles: list[int] = []
+    for messages in conversations:
+        n = len(texts)
+        try:  # fast path for plain lists of plain dicts; anything else goes through check_messages
+            if type(messages) is not list:
+                raise TypeError
+            for m in messages:
+                content = m["content"]
+                if type(m) is not dict or type(content) is not str:
+                    raise TypeError
+                roles.append(role_index[m["role"]])
+                texts.append(content)
+        except (TypeError, KeyError):
+            del texts[n:], roles[n:]
+            check_messages(messages)
+            texts.extend(m["content"] for m in messages)
+            roles.extend(role_index[m["role"]] for m in messages)
+    return texts, roles
+
+
+def encode_chats_runs(conversations: Sequence[Messages], tok: Any = None) -> ChatRuns:
+    """``encode_chats`` as :class:`ChatRuns`: contents tokenized in one parallel batch, and no
+    per-token Python work besides what the tokenizer returns (the packer consumes runs directly)."""
     import numpy as np
 
     tok = _tok(tok)
     markers = _markers(tok)
-    role_index = {r: i for i, r in enumerate(ROLES)}
-    texts: list[str] = []
-    roles: list[int] = []
-    n_seg: list[int] = []
-    for messages in conversations:
-        check_messages(messages)
-        for m in messages:
-            texts.append(m["content"])
-            roles.append(role_index[m["role"]])
-        n_seg.append(len(messages))
+    texts, roles = _segments(conversations)
+    n_conv, n_seg = len(conversations), len(texts)
     encoded = tok.encode_batch(texts)
-    body_len = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    body = np.fromiter(chain.from_iterable(encoded), dtype=np.int32, count=int(body_len.sum()))
     role = np.asarray(roles, dtype=np.int64)
-    mk_ids = [np.asarray(markers[r], dtype=np.int32) for r in ROLES]
-    mk_len = np.asarray([len(m) for m in mk_ids], dtype=np.int64)[role]
-    seg_len = mk_len + body_len + 1
-    seg_start = np.zeros(len(seg_len), dtype=np.int64)
-    np.cumsum(seg_len[:-1], out=seg_start[1:])
-    total = int(seg_len.sum())
-    ids = np.empty(total, dtype=np.int32)
-    mask = np.zeros(total, dtype=np.uint8)
-    trained = (role == role_index["assistant"]).astype(np.uint8)
-    body_src = np.zeros(len(body_len), dtype=np.int64)
-    np.cumsum(body_len[:-1], out=body_src[1:])
-    dest = np.repeat(seg_start + mk_len - body_src, body_len) + np.arange(len(body), dtype=np.int64)
-    ids[dest] = body
-    mask[dest] = np.repeat(trained, body_len)
-    eot = seg_start + mk_len + body_len
-    ids[eot] = EOT_ID
-    mask[eot] = trained
-    for r, mk in enumerate(mk_ids):
-        starts = seg_start[role == r]
-        if len(starts) and len(mk):
-            ids[(starts[:, None] + np.arange(len(mk))).reshape(-1)] = np.tile(mk, len(starts))
-    conv_of_seg = np.repeat(np.arange(len(n_seg)), n_seg)
-    lengths = np.bincount(conv_of_seg, weights=seg_len, minlength=len(n_seg)).astype(np.int64)
-    return ids, mask, lengths
+    mk_lists = [markers[r] for r in ROLES]
+    runs: list[Sequence[int]] = [_EOT_RUN] * (3 * n_seg)
+    runs[0::3] = [mk_lists[r] for r in roles]
+    runs[1::3] = encoded
+    run_len = np.ones((n_seg, 3), dtype=np.int64)
+    run_len[:, 0] = np.asarray([len(m) for m in mk_lists], dtype=np.int64)[role]
+    run_len[:, 1] = np.fromiter(map(len, encoded), dtype=np.int64, count=n_seg)
+    run_mask = np.zeros((n_seg, 3), dtype=np.uint8)
+    run_mask[:, 1:] = (role == ROLES.index("assistant"))[:, None]
+    seg_conv = np.repeat(np.arange(n_conv, dtype=np.int64),
+                         np.fromiter(map(len, conversations), dtype=np.int64, count=n_conv))
+    lengths = np.bincount(seg_conv, weights=run_len.sum(axis=1), minlength=n_conv).astype(np.int64)
+    return ChatRuns(runs, run_mask.reshape(-1), run_len.reshape(-1), np.repeat(seg_conv, 3), lengths)
+
+
+def encode_chats_flat(conversations: Sequence[Messages], tok: Any = None) -> tuple[Any, Any, Any]:
+    """``encode_chats`` as flat numpy arrays: (ids int32, loss_mask uint8, lengths int64).
+
+    Conversation ``k`` occupies ``[offsets[k], offsets[k] + lengths[k])`` with offsets the
+    cumulative sum of ``lengths``; the ids and mask are exactly those of ``encode_chat``.
+    """
+    runs = encode_chats_runs(conversations, tok)
+    ids, mask = runs.flat()
+    return ids, mask, runs.lengths
 
 
 def encode_chat(messages: Messages, tok: Any = None) -> tuple[list[int], list[int]]:

@@ -23,19 +23,24 @@ def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]
     """
     if capacity <= 0:
         raise ValueError(f"capacity must be > 0, got {capacity}")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    import numpy as np
+
+    arr = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    lengths = arr.tolist()
+    order = np.argsort(-arr, kind="stable").tolist()  # longest first, ties by index
     bins: list[list[int]] = []
-    # open bins sorted by (free space, bin index)
-    free: list[tuple[int, int]] = []
+    # open bins sorted by (free space, bin index), each kept as one int: room * m + bin
+    m = len(lengths) + 1
+    free: list[int] = []
     for i in order:
         n = lengths[i]
         if n > capacity:
             raise ValueError(f"example {i} has {n} tokens > capacity {capacity}; truncate it first")
         if n <= 0:
             raise ValueError(f"example {i} is empty")
-        k = bisect.bisect_left(free, (n, -1))
+        k = bisect.bisect_left(free, n * m)
         if k < len(free):
-            room, b = free.pop(k)
+            room, b = divmod(free.pop(k), m)
             bins[b].append(i)
             room -= n
         else:
@@ -43,7 +48,7 @@ def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]
             bins.append([i])
             room = capacity - n
         if room > 0:
-            bisect.insort(free, (room, b))
+            bisect.insort(free, room * m + b)
     return bins
 
 
@@ -78,6 +83,50 @@ def pack_examples(examples: Sequence[tuple[Sequence[int], Sequence[int]]], seq_l
     return pack_flat(ids, mask, lengths, seq_len, pad_id=pad_id, seed=seed)
 
 
+@dataclass
+class _Layout:
+    """Where each example goes: rows as lists of examples, and per example row / first column."""
+
+    bins: list[list[int]]
+    order: Any  # int64: example indices row by row, in column order
+    per_row: Any  # int64 (rows,): examples per row
+    fill: Any  # int64 (rows,): real tokens per row
+    ex_row: Any  # int32 (examples,)
+    ex_start: Any  # int32 (examples,)
+
+
+def exclusive_cumsum(a: Any) -> Any:
+    """int64 running totals before each element: ``[0, a0, a0+a1, ...]`` (same length as ``a``)."""
+    import numpy as np
+
+    out = np.zeros(len(a), dtype=np.int64)
+    np.cumsum(a[:-1], out=out[1:])
+    return out
+
+
+def _layout(ex_len: Any, seq_len: int, seed: int | None) -> _Layout:
+    """Best-fit decreasing over ``ex_len`` (each <= seq_len), rows shuffled with ``seed``."""
+    import numpy as np
+
+    bins = best_fit_decreasing(ex_len.tolist(), seq_len)
+    if seed is not None:
+        import random
+
+        random.Random(seed).shuffle(bins)
+    n_ex, n_rows = len(ex_len), len(bins)
+    order = np.fromiter(chain.from_iterable(bins), dtype=np.int64, count=n_ex)
+    per_row = np.fromiter(map(len, bins), dtype=np.int64, count=n_rows)
+    lens = ex_len[order]
+    before = exclusive_cumsum(lens)  # tokens before each example, row by row
+    row_of = np.repeat(np.arange(n_rows, dtype=np.int64), per_row)
+    ex_row = np.empty(n_ex, dtype=np.int32)
+    ex_start = np.empty(n_ex, dtype=np.int32)
+    ex_row[order] = row_of
+    ex_start[order] = before - np.repeat(before[exclusive_cumsum(per_row)], per_row) if n_ex else before
+    fill = np.bincount(row_of, weights=lens, minlength=n_rows).astype(np.int64)
+    return _Layout(bins, order, per_row, fill, ex_row, ex_start)
+
+
 def pack_flat(ids: Any, mask: Any, lengths: Any, seq_len: int, *, pad_id: int, seed: int | None = 0) -> Packed:
     """Pack examples given as flat arrays (example ``j`` is ``lengths[j]`` tokens after ``j-1``).
 
@@ -87,39 +136,27 @@ def pack_flat(ids: Any, mask: Any, lengths: Any, seq_len: int, *, pad_id: int, s
     import numpy as np
 
     lengths = np.asarray(lengths, dtype=np.int64)
-    n_ex = len(lengths)
-    src_start = np.zeros(n_ex, dtype=np.int64)
-    np.cumsum(lengths[:-1], out=src_start[1:])
     ex_len = np.minimum(lengths, seq_len)
-    truncated = int((lengths > seq_len).sum())
-    if truncated:  # keep each example's first seq_len tokens
-        pos = np.arange(len(ids), dtype=np.int64) - np.repeat(src_start, lengths)
-        keep = pos < seq_len
+    long = np.flatnonzero(lengths > seq_len)
+    if len(long):  # keep each example's first seq_len tokens
+        keep = np.ones(len(ids), dtype=bool)
+        for a, b in zip((exclusive_cumsum(lengths)[long] + seq_len).tolist(),
+                        np.cumsum(lengths)[long].tolist(), strict=True):
+            keep[a:b] = False
         ids, mask = ids[keep], mask[keep]
     total = int(ex_len.sum())
-    bins = best_fit_decreasing(ex_len.tolist(), seq_len)
-    if seed is not None:
-        import random
-
-        random.Random(seed).shuffle(bins)
-    n_rows = len(bins)
-    ex_row = np.empty(n_ex, dtype=np.int32)
-    ex_start = np.empty(n_ex, dtype=np.int32)
-    lens = ex_len.tolist()
-    for r, members in enumerate(bins):
-        col = 0
-        for j in members:
-            ex_row[j] = r
-            ex_start[j] = col
-            col += lens[j]
-    kept_start = np.zeros(n_ex, dtype=np.int64)
-    np.cumsum(ex_len[:-1], out=kept_start[1:])
-    offset = ex_row.astype(np.int64) * seq_len + ex_start - kept_start
-    dest = np.repeat(offset, ex_len) + np.arange(total, dtype=np.int64)
+    lay = _layout(ex_len, seq_len, seed)
+    n_rows = len(lay.bins)
+    offset = lay.ex_row.astype(np.int64) * seq_len + lay.ex_start - exclusive_cumsum(ex_len)
+    dest = np.repeat(offset, ex_len)
+    dest += np.arange(total, dtype=np.int64)
     tokens = np.full((n_rows, seq_len), pad_id, dtype=np.int32)
     loss_mask = np.zeros((n_rows, seq_len), dtype=np.uint8)
-    ex_ids = np.full((n_rows, seq_len), -1, dtype=np.int32)
     tokens.reshape(-1)[dest] = ids
     loss_mask.reshape(-1)[dest] = mask
-    ex_ids.reshape(-1)[dest] = np.repeat(np.arange(n_ex, dtype=np.int32), ex_len)
-    return Packed(tokens, loss_mask, ex_ids, ex_row, ex_start, ex_len.astype(np.int32), truncated, total)
+    # example ids row by row: each row's examples in column order, then -1 over its padding
+    row_end = np.cumsum(lay.per_row)
+    piece_id = np.insert(lay.order.astype(np.int32), row_end, -1)
+    piece_len = np.insert(ex_len[lay.order], row_end, seq_len - lay.fill)
+    ex_ids = np.repeat(piece_id, piece_len).reshape(n_rows, seq_len)
+    return Packed(tokens, loss_mask, ex_ids, lay.ex_row, lay.ex_start, ex_len.astype(np.int32), len(long), total)

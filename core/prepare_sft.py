@@ -216,8 +216,8 @@ def build(params: PrepareSFTParams, tok: Any, policy: ErrorPolicy) -> dict[str, 
     """Read, encode and pack; returns the packed arrays and the bookkeeping (no file written)."""
     import numpy as np
 
-    from llmctl.core.chat import encode_chats_flat
-    from llmctl.core.packing import pack_flat
+    from llmctl.core.chat import ChatRuns, encode_chats_runs
+    from llmctl.core.packing import exclusive_cumsum, pack_flat
 
     convs: list[list[dict[str, str]]] = []
     src_of: list[int] = []
@@ -242,28 +242,28 @@ def build(params: PrepareSFTParams, tok: Any, policy: ErrorPolicy) -> dict[str, 
         convs.extend(got)
         src_of.extend([si] * len(got))
     policy.finish()
-    ids, mask, lengths = encode_chats_flat(convs, tok)
+    enc = encode_chats_runs(convs, tok)
+    lengths, run_len, run_conv = enc.lengths, enc.run_len, enc.run_conv
     # an example whose targets are all cut off by truncation teaches nothing: drop it
-    starts = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    pos = np.arange(len(ids), dtype=np.int64) - np.repeat(starts, lengths)
-    in_row = pos < params.seq_len
-    targets = np.bincount(np.repeat(np.arange(len(lengths)), lengths), weights=mask * in_row,
-                          minlength=len(lengths))
+    run_off = exclusive_cumsum(run_len) - exclusive_cumsum(lengths)[run_conv]
+    in_row = np.clip(params.seq_len - run_off, 0, run_len)
+    targets = np.bincount(run_conv, weights=in_row * enc.run_mask, minlength=len(lengths))
     keep = targets > 0
     dropped["no_target_after_truncation"] = int((~keep).sum())
     if not keep.any():
         raise InputError("prepare-sft", None, "no examples left to pack")
     if not keep.all():
-        tok_keep = np.repeat(keep, lengths)
-        ids, mask, lengths = ids[tok_keep], mask[tok_keep], lengths[keep]
+        keep_run = np.flatnonzero(keep[run_conv])
+        enc = ChatRuns(list(map(enc.runs.__getitem__, keep_run.tolist())), enc.run_mask[keep_run],
+                       run_len[keep_run], (np.cumsum(keep) - 1)[run_conv[keep_run]], lengths[keep])
+    ids, mask = enc.flat()
     sources = [s for s, k in zip(src_of, keep.tolist(), strict=True) if k]
     examples = len(sources)
     for name in names:
         per_source[name]["packed"] = 0
     for s in sources:
         per_source[names[s]]["packed"] += 1
-    packed = pack_flat(ids, mask, lengths, params.seq_len, pad_id=tok.eot_id, seed=params.seed)
+    packed = pack_flat(ids, mask, enc.lengths, params.seq_len, pad_id=tok.eot_id, seed=params.seed)
     return {"packed": packed, "names": names, "sources": sources, "per_source": per_source,
             "dropped": dropped, "examples": examples}
 

@@ -1,0 +1,71 @@
+"""The vectorised SFT path against plain per-example references: chat runs, flat ids and packing."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmctl.core.chat import ROLES, encode_chats, encode_chats_flat, encode_chats_runs
+from llmctl.core.packing import best_fit_decreasing, pack_flat
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+conversation = st.lists(st.builds(lambda r, c: {"role": r, "content": c}, st.sampled_from(ROLES), text), max_size=4)
+
+
+@SETTINGS
+@given(st.lists(conversation, max_size=6))
+def test_flat_and_runs_are_encode_chats_concatenated(tokenizer, convs):
+    want = encode_chats(convs, tokenizer)
+    ids, mask, lengths = encode_chats_flat(convs, tokenizer)
+    assert ids.dtype == np.int32 and mask.dtype == np.uint8 and lengths.dtype == np.int64
+    assert lengths.tolist() == [len(i) for i, _ in want]
+    assert ids.tolist() == [t for i, _ in want for t in i]
+    assert mask.tolist() == [t for _, m in want for t in m]
+    runs = encode_chats_runs(convs, tokenizer)
+    assert [len(r) for r in runs.runs] == runs.run_len.tolist()
+    assert np.bincount(runs.run_conv, weights=runs.run_len, minlength=len(convs)).tolist() == lengths.tolist()
+
+
+@pytest.mark.parametrize("bad", [[{"role": "robot", "content": "x"}], [{"role": "user"}], [["user", "x"]],
+                                 "User: hi", [{"role": "user", "content": 3}]])
+def test_malformed_conversations_raise_the_checked_message(tokenizer, bad):
+    with pytest.raises(ValueError) as flat:
+        encode_chats_flat([[{"role": "user", "content": "ok"}], bad], tokenizer)
+    with pytest.raises(ValueError) as slow:
+        encode_chats([bad], tokenizer)
+    assert str(flat.value) == str(slow.value)
+
+
+def _reference_pack(lengths, cap, seed):
+    """Rows filled example by example from the bins (the obvious loop), ids = arange over tokens."""
+    clipped = [min(n, cap) for n in lengths]
+    bins = best_fit_decreasing(clipped, cap)
+    if seed is not None:
+        random.Random(seed).shuffle(bins)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+    tokens = np.full((len(bins), cap), -7, dtype=np.int32)
+    ex_ids = np.full((len(bins), cap), -1, dtype=np.int32)
+    for r, members in enumerate(bins):
+        col = 0
+        for j in members:
+            tokens[r, col:col + clipped[j]] = np.arange(offsets[j], offsets[j] + clipped[j])
+            ex_ids[r, col:col + clipped[j]] = j
+            col += clipped[j]
+    return tokens, ex_ids
+
+
+@SETTINGS
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=40), st.integers(4, 48), st.sampled_from([None, 0, 5]))
+def test_pack_flat_matches_the_per_example_loop(lengths, cap, seed):
+    total = sum(lengths)
+    ids = np.arange(total, dtype=np.int32)
+    p = pack_flat(ids, (ids % 2).astype(np.uint8), lengths, cap, pad_id=-7, seed=seed)
+    tokens, ex_ids = _reference_pack(lengths, cap, seed)
+    assert np.array_equal(p.tokens, tokens) and np.array_equal(p.example_ids, ex_ids)
+    assert np.array_equal(p.loss_mask, np.where(ex_ids >= 0, tokens % 2, 0))
+    assert p.truncated == sum(n > cap for n in lengths)
