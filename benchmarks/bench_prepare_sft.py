@@ -3,13 +3,17 @@
 Baseline: ``Tokenizer.encode_batch`` over the same conversations' text (role markers + contents,
 the text the pipeline tokenizes; EOT ids are appended, not encoded) in the same run. Measured:
 
-- ``prepare sft`` end to end (``run``: read through ``datasets``, convert, encode, pack, write
-  HDF5 + manifest), in this process
-- its in-memory core: chat encoding of the loaded conversations + packing
+- ``encode + pack``: the stage's in-memory core (``prepare_sft.pack_conversations``: chat
+  encoding of the loaded conversations, dropping examples left without targets, packing)
+- ``end to end, warm``: ``run`` in this process (read through ``datasets``, convert, encode,
+  pack, write HDF5 + manifest) with the ``datasets`` arrow cache of the inputs already built, as
+  on a user's second run
+- ``end to end, cold``: the same with an empty ``datasets`` cache (a first run: JSON parsed and
+  arrow files written)
 
-Each is repeated, interleaved with the baseline. The machine is shared and noisy, so besides the
-best time of each, the median of the per-repeat paired ratios (tokens/s against the baseline run
-right before it) is printed. Usage::
+Each measured repeat runs right after its own baseline run (the machine is shared and noisy), so
+besides the best time of each, the median of the per-repeat paired ratios (tokens/s against the
+baseline run right before it) is printed; the load average is printed before and after. Usage::
 
     python benchmarks/bench_prepare_sft.py [--repeats 5] [--data ../shared/data]
 """
@@ -36,8 +40,7 @@ def main() -> None:
     os.environ["HF_HOME"] = str(tmp / "hf")
 
     from llmctl.core import prepare_sft as ps
-    from llmctl.core.chat import ROLE_MARKERS, encode_chats_flat
-    from llmctl.core.packing import pack_flat
+    from llmctl.core.chat import ROLE_MARKERS
     from llmctl.core.records import ErrorPolicy
     from llmctl.core.workspace import init_workspace
 
@@ -53,40 +56,57 @@ def main() -> None:
     texts = ["".join(ROLE_MARKERS[m["role"]] + m["content"] for m in c) for c in convs]
     n_ex = len(convs)
     raw_tokens = sum(len(t) for t in tok.encode_batch(texts))
+    load0 = os.getloadavg()
 
-    times: dict[str, list[float]] = {"raw": [], "core": [], "run": []}
-    counts = {}
+    def core() -> object:
+        return ps.pack_conversations(convs, tok, params.seq_len, params.seed)[0]
+
+    def warm() -> dict:
+        return ps.run(ws, params)
+
+    def cold() -> dict:
+        os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(dir=tmp, prefix="cold-")
+        try:
+            return ps.run(ws, params)
+        finally:
+            os.environ["HF_DATASETS_CACHE"] = str(tmp / "hf" / "datasets")
+
+    os.environ["HF_DATASETS_CACHE"] = str(tmp / "hf" / "datasets")
+    warm()  # build the warm cache
+    measured = {"core": core, "warm": warm, "cold": cold}
+    times: dict[str, list[float]] = {k: [] for k in measured}
+    base: dict[str, list[float]] = {k: [] for k in measured}
+    out: dict[str, object] = {}
     for _ in range(args.repeats):
-        t = time.perf_counter()
-        tok.encode_batch(texts)
-        times["raw"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        ids, mask, lengths = encode_chats_flat(convs, tok)
-        packed = pack_flat(ids, mask, lengths, params.seq_len, pad_id=tok.eot_id, seed=params.seed)
-        times["core"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        counts = ps.run(ws, params)
-        times["run"].append(time.perf_counter() - t)
-    pipe_tokens = int(lengths.sum())
+        for key, fn in measured.items():
+            t = time.perf_counter()
+            tok.encode_batch(texts)
+            base[key].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            out[key] = fn()
+            times[key].append(time.perf_counter() - t)
+    packed, counts = out["core"], out["warm"]
+    pipe_tokens = int(packed.real_tokens)
+    raw_all = [r for v in base.values() for r in v]
+    base_tps = raw_tokens / min(raw_all)
 
-    def rate(key: str, tokens: int) -> tuple[float, float, float]:
-        best = min(times[key])
-        return best, n_ex / best, tokens / best
-
-    rows = [("raw encode_batch (baseline)", "raw", raw_tokens),
-            ("encode + pack (in memory)", "core", pipe_tokens),
-            ("prepare sft end to end", "run", pipe_tokens)]
-    base_tps = rate("raw", raw_tokens)[2]
-    print(f"examples {n_ex:,} | pipeline tokens {pipe_tokens:,} (baseline text {raw_tokens:,}) | "
-          f"rows {counts['rows']:,} x {params.seq_len} | packing efficiency {packed.efficiency:.2%} | "
-          f"truncated {packed.truncated} | tokenizer backend {tok.backend} | cores {os.cpu_count()}")
+    print(f"examples {n_ex:,} (packed {counts['examples']:,}) | pipeline tokens {pipe_tokens:,} (baseline text "
+          f"{raw_tokens:,}) | rows {counts['rows']:,} x {params.seq_len} | packing efficiency {packed.efficiency:.2%} | "
+          f"truncated {packed.truncated} | tokenizer backend {tok.backend} | cores {os.cpu_count()} | "
+          f"load avg {load0[0]:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"{'what':32} {'best s':>8} {'median s':>9} {'examples/s':>12} {'tokens/s':>12} {'best/raw':>9} "
           f"{'paired':>7}")
+    rows = [("raw encode_batch (baseline)", None, raw_tokens),
+            ("encode + pack (in memory)", "core", pipe_tokens),
+            ("end to end, warm datasets cache", "warm", pipe_tokens),
+            ("end to end, cold datasets cache", "cold", pipe_tokens)]
     for label, key, tokens in rows:
-        best, eps, tps = rate(key, tokens)
-        paired = statistics.median((tokens / t) / (raw_tokens / r) for t, r in zip(times[key], times["raw"], strict=True))
-        print(f"{label:32} {best:8.3f} {statistics.median(times[key]):9.3f} {eps:12,.0f} {tps:12,.0f} "
-              f"{tps / base_tps:9.2f} {paired:7.2f}")
+        ts = raw_all if key is None else times[key]
+        best = min(ts)
+        paired = 1.0 if key is None else statistics.median(
+            (tokens / t) / (raw_tokens / r) for t, r in zip(times[key], base[key], strict=True))
+        print(f"{label:32} {best:8.3f} {statistics.median(ts):9.3f} {n_ex / best:12,.0f} {tokens / best:12,.0f} "
+              f"{tokens / best / base_tps:9.2f} {paired:7.2f}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ A source spec is either a local path — a file (``.json`` list or lines, ``.jso
 ``.json.gz``, ``.parquet``), a glob, or a folder whose files are picked by split name — or a hub
 id (``openai/gsm8k``) loaded with ``datasets.load_dataset(id, name=config, data_dir=..., split=...)``.
 Local files go through ``load_dataset("json"|"parquet", data_files=...)``, one file at a time so
-every record knows its file. The arrow cache for local files lives in a temporary folder and is
-removed afterwards; hub downloads use the usual ``HF_HOME`` cache.
+every record knows its file. Their arrow builds are kept in the ``datasets`` cache
+(``llmctl-local/<path hash>/<size>-<mtime>``, see ``local_cache_dir``), so a second run on an
+unchanged file skips the JSON parse, as it does for hub ids; hub downloads use the usual
+``HF_HOME`` cache.
 
 Record positions: ``Record.line`` is the 1-based line of a ``.jsonl`` file (blank lines counted,
 as an editor shows them), the 1-based record number of a ``.json`` list or a parquet file, and the
@@ -19,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import glob
 import gzip
+import hashlib
 import json
+import os
 import re
-import tempfile
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +197,29 @@ def _iter_dataset(ds: Any, source: str, line_of: Callable[[int], int]) -> Iterat
             i += 1
 
 
+def datasets_cache_root() -> Path:
+    """The ``datasets`` cache folder as the environment names it now (``HF_DATASETS_CACHE``, else
+    ``$HF_HOME/datasets``, else ``~/.cache/huggingface/datasets``), read at call time."""
+    if os.environ.get("HF_DATASETS_CACHE"):
+        return Path(os.environ["HF_DATASETS_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
+    return Path(home).expanduser() / "datasets"
+
+
+def local_cache_dir(path: Path) -> str:
+    """The arrow cache folder for one local file: one per resolved path, named by its size and
+    mtime (what the manifest records), so a second run reads the arrow build instead of parsing
+    the file again. A new version of the file replaces the folder of the old one."""
+    p = Path(path).resolve()
+    st = p.stat()
+    slot = datasets_cache_root() / "llmctl-local" / hashlib.sha256(str(p).encode()).hexdigest()[:16]
+    here = slot / f"{st.st_size}-{st.st_mtime_ns}"
+    if not here.is_dir() and slot.is_dir():
+        for old in slot.iterdir():
+            shutil.rmtree(old, ignore_errors=True)
+    return str(here)
+
+
 def iter_file(path: Path) -> Iterator[Record | InputError]:
     """Records of one local file read through ``datasets`` (InputErrors inline for bad lines)."""
     path = Path(path)
@@ -200,9 +227,9 @@ def iter_file(path: Path) -> Iterator[Record | InputError]:
     if path.stat().st_size == 0:
         raise InputError(path, None, "empty file (no records)")
     jsonl = builder == "json" and _is_jsonl(path)
-    with _quiet_datasets() as datasets, tempfile.TemporaryDirectory(prefix="llmctl-hf-") as cache:
+    with _quiet_datasets() as datasets:
         try:
-            ds = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache)
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=local_cache_dir(path))
         except Exception as e:  # noqa: BLE001 - datasets wraps parse errors in many types
             if builder != "json":
                 raise InputError(path, None, f"cannot read parquet ({type(e).__name__}: {e})") from None

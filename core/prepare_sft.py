@@ -212,13 +212,32 @@ def arithmetic_conversations(n: int, levels: list[int], seed: int) -> list[list[
 
 # ---- the stage -------------------------------------------------------------------------------------
 
-def build(params: PrepareSFTParams, tok: Any, policy: ErrorPolicy) -> dict[str, Any]:
-    """Read, encode and pack; returns the packed arrays and the bookkeeping (no file written)."""
+def pack_conversations(convs: list[list[dict[str, str]]], tok: Any, seq_len: int, seed: int) -> tuple[Any, Any]:
+    """Encode and pack conversations: (Packed, keep), ``keep[k]`` false for a conversation dropped
+    because truncation to ``seq_len`` cut off all its targets (the others keep their order)."""
     import numpy as np
 
     from llmctl.core.chat import ChatRuns, encode_chats_runs
     from llmctl.core.packing import exclusive_cumsum, pack_flat
 
+    enc = encode_chats_runs(convs, tok)
+    lengths, run_len, run_conv = enc.lengths, enc.run_len, enc.run_conv
+    # an example whose targets are all cut off by truncation teaches nothing: drop it
+    run_off = exclusive_cumsum(run_len) - exclusive_cumsum(lengths)[run_conv]
+    in_row = np.clip(seq_len - run_off, 0, run_len)
+    keep = np.bincount(run_conv, weights=in_row * enc.run_mask, minlength=len(lengths)) > 0
+    if not keep.any():
+        raise InputError("prepare-sft", None, "no examples left to pack")
+    if not keep.all():
+        keep_run = np.flatnonzero(keep[run_conv])
+        enc = ChatRuns(list(map(enc.runs.__getitem__, keep_run.tolist())), enc.run_mask[keep_run],
+                       run_len[keep_run], (np.cumsum(keep) - 1)[run_conv[keep_run]], lengths[keep])
+    ids, mask = enc.flat()
+    return pack_flat(ids, mask, enc.lengths, seq_len, pad_id=tok.eot_id, seed=seed), keep
+
+
+def build(params: PrepareSFTParams, tok: Any, policy: ErrorPolicy) -> dict[str, Any]:
+    """Read, encode and pack; returns the packed arrays and the bookkeeping (no file written)."""
     convs: list[list[dict[str, str]]] = []
     src_of: list[int] = []
     names = list(params.sources) + ([ARITHMETIC] if params.include_arithmetic else [])
@@ -242,28 +261,14 @@ def build(params: PrepareSFTParams, tok: Any, policy: ErrorPolicy) -> dict[str, 
         convs.extend(got)
         src_of.extend([si] * len(got))
     policy.finish()
-    enc = encode_chats_runs(convs, tok)
-    lengths, run_len, run_conv = enc.lengths, enc.run_len, enc.run_conv
-    # an example whose targets are all cut off by truncation teaches nothing: drop it
-    run_off = exclusive_cumsum(run_len) - exclusive_cumsum(lengths)[run_conv]
-    in_row = np.clip(params.seq_len - run_off, 0, run_len)
-    targets = np.bincount(run_conv, weights=in_row * enc.run_mask, minlength=len(lengths))
-    keep = targets > 0
-    dropped["no_target_after_truncation"] = int((~keep).sum())
-    if not keep.any():
-        raise InputError("prepare-sft", None, "no examples left to pack")
-    if not keep.all():
-        keep_run = np.flatnonzero(keep[run_conv])
-        enc = ChatRuns(list(map(enc.runs.__getitem__, keep_run.tolist())), enc.run_mask[keep_run],
-                       run_len[keep_run], (np.cumsum(keep) - 1)[run_conv[keep_run]], lengths[keep])
-    ids, mask = enc.flat()
+    packed, keep = pack_conversations(convs, tok, params.seq_len, params.seed)
+    dropped["no_target_after_truncation"] = len(keep) - int(keep.sum())
     sources = [s for s, k in zip(src_of, keep.tolist(), strict=True) if k]
     examples = len(sources)
     for name in names:
         per_source[name]["packed"] = 0
     for s in sources:
         per_source[names[s]]["packed"] += 1
-    packed = pack_flat(ids, mask, enc.lengths, params.seq_len, pad_id=tok.eot_id, seed=params.seed)
     return {"packed": packed, "names": names, "sources": sources, "per_source": per_source,
             "dropped": dropped, "examples": examples}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,3 +70,18 @@ def test_pack_flat_matches_the_per_example_loop(lengths, cap, seed):
     assert np.array_equal(p.tokens, tokens) and np.array_equal(p.example_ids, ex_ids)
     assert np.array_equal(p.loss_mask, np.where(ex_ids >= 0, tokens % 2, 0))
     assert p.truncated == sum(n > cap for n in lengths)
+
+
+def test_local_arrow_cache_is_kept_and_follows_file_changes(tmp_path, monkeypatch):
+    from llmctl.core.hf_sources import iter_records, local_cache_dir
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"q": "a"}\n{"q": "b"}\n')
+    assert [r.data["q"] for r in iter_records(str(f))] == ["a", "b"]
+    first = Path(local_cache_dir(f))
+    assert first.is_dir() and any(first.rglob("*.arrow"))  # kept for the next run
+    assert [r.data["q"] for r in iter_records(str(f))] == ["a", "b"]
+    f.write_text('{"q": "c"}\n')
+    assert [r.data["q"] for r in iter_records(str(f))] == ["c"]
+    assert not first.exists() and [p.name for p in first.parent.iterdir()] == [Path(local_cache_dir(f)).name]
