@@ -30,6 +30,14 @@ def test_kv_cache_matches_full_recompute(model, prompts):
     assert all(len(r) == 20 for r in cached)
 
 
+def test_kv_cache_matches_full_recompute_without_padding(model, prompts):
+    same_len = [p[:8] for p in prompts]  # no padding: decoding steps attend without a mask
+    cached = generate(model, same_len, 30, temperature=0.0, eos_id=None)
+    assert cached == generate(model, same_len, 30, temperature=0.0, eos_id=None, use_cache=False)
+    sampled = generate(model, same_len, 10, temperature=1.0, top_k=50, seed=3, eos_id=None)
+    assert sampled == generate(model, same_len, 10, temperature=1.0, top_k=50, seed=3, eos_id=None, use_cache=False)
+
+
 def test_rows_do_not_depend_on_the_batch(model, prompts):
     batch = generate(model, prompts, 12, temperature=0.0, eos_id=None)
     alone = [generate(model, [p], 12, temperature=0.0, eos_id=None)[0] for p in prompts]

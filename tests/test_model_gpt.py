@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llmctl.core.train_params import MODEL_PRESETS
-from llmctl.trainers.model import GPT, GPTConfig
+from llmctl.trainers.model import GPT, GPTConfig, cross_entropy
 
 
 def small(**kw) -> GPT:
@@ -33,6 +33,24 @@ def test_forward_shapes_loss_and_tied_weights(text_ids):
     assert abs(loss.item() - math.log(50304)) < 0.5  # near uniform at init
     assert m.lm_head.weight is m.transformer.wte.weight
     assert m.num_params() == sum(p.numel() for p in m.parameters()) - 64 * 32
+
+
+def test_cross_entropy_equals_torch_loss_and_gradient():
+    torch.manual_seed(0)
+    logits = (torch.randn(12, 300) * 3).requires_grad_()
+    targets = torch.randint(0, 300, (12,))
+    targets[[2, 7]] = -1
+    loss = cross_entropy(logits, targets)
+    (2 * loss).backward()
+    ref_logits = logits.detach().clone().requires_grad_()
+    ref = torch.nn.functional.cross_entropy(ref_logits, targets, ignore_index=-1)
+    (2 * ref).backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(logits.grad, ref_logits.grad)
+    assert torch.count_nonzero(logits.grad[[2, 7]]) == 0
+    half = logits.detach().bfloat16().requires_grad_()
+    cross_entropy(half, targets).backward()
+    assert half.grad.dtype == torch.bfloat16
 
 
 def test_presets_and_overrides():

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from llmctl.core.tokenizer import EOT_ID, N_VOCAB
 from llmctl.trainers.model import GPT, KVCache
@@ -45,6 +44,15 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     if not bool(ok.all()):
         idx = torch.where(ok, idx, probs.argmax(dim=-1, keepdim=True))
     return idx.squeeze(-1)
+
+
+def last_logits(h: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """Float logits (B, V) of the last position of ``h`` (B, T, C) under the output weight ``head`` (V, C).
+
+    Computed as ``head @ h.T`` and returned transposed (a view, not contiguous): with a few rows
+    against a 50k x C weight, that product is several times faster on CPU than ``F.linear``.
+    """
+    return (head @ h[:, -1].T).T.float()
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -98,12 +106,15 @@ def generate(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, 
             cache = KVCache(model.config, B, P + max_new_tokens, device=device) if use_cache else None
             if cache is not None:
                 cache.key_mask[:, :P] = real
+                cache.all_real = bool(real.all())  # no padding: decoding steps need no attention mask
                 h = model.hidden_states(idx, position_ids=positions, kv_cache=cache)
             else:
                 h = model.hidden_states(idx, position_ids=positions, attention_mask=real)
             head = model.lm_head.weight[:vocab_limit]  # the padded rows are never sampled
             for t in range(max_new_tokens):
-                logits = F.linear(h[:, -1], head).float()
+                logits = last_logits(h, head)
+                if temperature > 0:
+                    logits = logits.contiguous()
                 nxt = sample_next(logits, temperature, top_k, top_p, gen)
                 if eos_id is not None:
                     nxt = nxt.masked_fill(done, eos_id)
