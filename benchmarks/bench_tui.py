@@ -185,10 +185,8 @@ CURVE_PROBE = textwrap.dedent("""
                 await pilot.pause(0.01)
             out["first_curve_s"] = time.perf_counter() - t
             out["first_rows"] = screen.curves.rows
-            while screen.curves.note or screen.curves.rows < lines:
-                await pilot.pause(0.05)
-            screen._drawn.clear()
-            while not screen._drawn.is_set():
+            # the full index is in and painted (the screen clears _drawn whenever new curves arrive)
+            while screen.curves.note or screen.curves.rows < lines or not screen._drawn.is_set():
                 await pilot.pause(0.01)
             out["full_curve_s"] = time.perf_counter() - t
             out["points_drawn"] = len(screen.curves.points["train/loss"][0])

@@ -34,12 +34,19 @@ def make_app(ws, gpus=None, **kw) -> LlmctlApp:
 
 
 async def ready(app, pilot) -> None:
-    """Wait until the workspace has been read and drawn on the main screen."""
+    """Wait until the workspace has been read and drawn on the main screen.
+
+    Rows in the tables are not enough: a DataTable measures its columns when it goes idle, so until
+    then long names are cut; wait until every stage name is on screen in full.
+    """
     def drawn() -> bool:
         if app.state is None or not app.state.jobs or type(app.screen).__name__ != "MainScreen":
             return False
         s = app.screen
-        return s.query_one("#pipeline").row_count == len(STAGES) and s.query_one("#jobs").row_count > 0
+        if s.query_one("#pipeline").row_count != len(STAGES) or s.query_one("#jobs").row_count == 0:
+            return False
+        text = screen_text(app)
+        return all(st.name in text for st in STAGES)
 
     assert await wait_for(pilot, drawn)
 

@@ -106,7 +106,7 @@ class JobScreen(Screen):
         self.curves: Curves | None = None
         self.updates = 0
         self.files: list[tuple[str, int, float]] = []
-        self._drawn = threading.Event()  # set once a curve has been painted
+        self._drawn = threading.Event()  # set once the latest curves have been painted
 
     @property
     def lapp(self) -> LlmctlApp:
@@ -197,6 +197,7 @@ class JobScreen(Screen):
             self.query_one(RolloutsView).append(up.rollouts)
         if up.curves is not None:
             self.curves = up.curves
+            self._drawn.clear()  # until these curves are on screen
             view = self.query_one(CurvesView)
             view.set_keys(sorted(up.curves.points))
             self._draw()
