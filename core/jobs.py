@@ -3,11 +3,14 @@
 A job is ``llmctl <stage command>`` started under a small supervisor in a new process session,
 its output in ``log.txt`` and its state in ``job.json``. The supervisor records the exit code even
 when the command dies; closing the TUI never stops a job, and reopening re-attaches through the
-run folders. ``torchrun`` wraps the same command for several processes.
+run folders. ``torchrun`` wraps the same command for several processes; its workers run in
+sessions of their own, so a cancel reaches them through torchrun (which forwards SIGTERM and
+SIGKILLs after its shutdown timeout, 30 s by default) and a forced one kills them by pid.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -78,18 +81,53 @@ def is_active(job: dict[str, Any]) -> bool:
     return refresh(job).get("state") in ("starting", "running")
 
 
+def descendant_pids(pid: int) -> list[int]:
+    """Every current descendant of ``pid``, parents before children, whatever their session."""
+    children: dict[int, list[int]] = {}
+    try:
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as f:
+                        ppid = int(f.read().rsplit(") ", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry.name))
+    except FileNotFoundError:  # no /proc (macOS): ask ps
+        out = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            child, parent = map(int, line.split())
+            children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(0), [])
+        found += kids
+        todo += kids
+    return found
+
+
 def cancel_job(run_dir: str | os.PathLike[str], *, force: bool = False) -> bool:
-    """Ask a job to stop: SIGTERM to its process group (trainers checkpoint first); ``force`` SIGKILLs."""
+    """Ask a job to stop: SIGTERM to its process group (trainers checkpoint first).
+
+    ``force`` SIGKILLs the group and every descendant of the supervisor, including torchrun's
+    workers, which sit in sessions of their own and would otherwise outlive their agent.
+    """
     job = runs.read_job(run_dir) or {}
     pgid = job.get("pgid") or job.get("supervisor_pid")
     if not pgid or not is_active(job):
         return False
     if not force:
         runs.update_job(run_dir, cancel_requested=time.time())
+    # collected before the kill: once their parents die, orphans no longer point back to the job
+    stray = descendant_pids(int(job.get("supervisor_pid") or pgid)) if force else []
     try:
         os.killpg(int(pgid), signal.SIGKILL if force else signal.SIGTERM)
     except ProcessLookupError:
         return False
+    finally:
+        for pid in stray:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
     if force:
         runs.update_job(run_dir, state="killed", ended=time.time())
     return True
