@@ -33,6 +33,21 @@ class KeyedTable(DataTable):
             rows, self._pending = self._pending, None
             self.set_rows(rows)
 
+    # Textual measures new or changed cells when the table goes idle, but keeps the lines it cached
+    # before at the old column widths (its cache key has no widths): under load a first paint falls
+    # in between and names stay cut ("prepa") until something else invalidates them.
+    def _update_dimensions(self, new_rows: Any) -> None:
+        super()._update_dimensions(new_rows)
+        self._invalidate_lines()
+
+    def _update_column_widths(self, updated_cells: Any) -> None:
+        super()._update_column_widths(updated_cells)
+        self._invalidate_lines()
+
+    def _invalidate_lines(self) -> None:
+        self._update_count += 1  # part of every render-cache key of DataTable
+        self.refresh()
+
     @property
     def current_key(self) -> str | None:
         """The key of the row under the cursor."""
