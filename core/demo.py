@@ -52,7 +52,7 @@ def demo_steps(ws: Workspace, corpus: list[str], fast: bool, stop_after: str = "
             "--eval-every", "50", "--save-every", "0"]))
     else:
         init = ["--preset", "tiny"]
-    # SFT to ~0.9 greedy accuracy on level 1; GRPO then runs at a low learning rate: a fresh AdamW's
+    # SFT to ~0.7 greedy accuracy on level 1; GRPO then runs at a low learning rate: a fresh AdamW's
     # first steps move every weight by about the learning rate, and at 1e-3 that alone undoes the
     # SFT (held-out accuracy 0.94 -> 0.46 in one update on this model).
     steps.append(DemoStep("sft", "SFT", [
