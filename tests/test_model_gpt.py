@@ -120,6 +120,20 @@ def test_masked_positions_contribute_exactly_zero_gradient(text_ids):
     _, g2 = grads(y2)
     assert all(torch.equal(a, b) for a, b in zip(g1, g2, strict=True))
 
+    # the forward's loss_mask path runs the head on the trained positions only: same loss and
+    # gradients as the full-width masked loss, and the targets under mask 0 are never read
+    def model_grads(targets):
+        m.zero_grad(set_to_none=True)
+        logits, loss = m(x, targets, loss_mask=loss_mask)
+        assert logits.shape == (8, m.config.vocab_size)
+        loss.backward()
+        return [p.grad.clone() for p in m.parameters()]
+
+    gm = model_grads(y)
+    for a, b in zip(g1, gm, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(gm, model_grads(y2), strict=True))
+
 
 def test_token_logprobs_and_hidden_states(text_ids):
     m = small()

@@ -235,11 +235,19 @@ class GPT(nn.Module):
         """Logits (B, T, vocab); with ``targets`` also the mean cross-entropy ``(logits, loss)``.
 
         ``targets`` equal to -1 are ignored; with ``loss_mask`` (B, T) the loss averages only
-        where it is 1 (masked positions contribute exactly zero gradient). ``return_hidden``
-        appends the final hidden states to the returned tuple.
+        where it is 1 (masked positions contribute exactly zero gradient), and only those
+        positions go through the output layer, so the logits returned are then (N, vocab) for
+        the N trained positions in row-major order (the 50k-wide head dominates a small model's
+        step; SFT trains on the answers only). ``return_hidden`` appends the final hidden states
+        to the returned tuple.
         """
         h = self.hidden_states(idx, position_ids=position_ids, doc_ids=doc_ids, attention_mask=attention_mask,
                                kv_cache=kv_cache)
+        if targets is not None and loss_mask is not None and not torch.compiler.is_compiling():
+            keep = (loss_mask != 0) & (targets != -1)  # compiled graphs keep static shapes: below
+            logits = self.lm_head(h[keep])
+            loss = cross_entropy(logits, targets[keep])
+            return (logits, loss, h) if return_hidden else (logits, loss)
         logits = self.lm_head(h)
         if targets is None:
             return (logits, h) if return_hidden else logits
