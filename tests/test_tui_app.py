@@ -107,7 +107,8 @@ async def test_launch_real_stage_saves_params_and_runs(ws, shared_data):
         saved = tomllib.loads(ws.config_path.read_text())["stages"]["prepare-rl"]
         assert saved["max_examples"] == 12 and saved["arithmetic_n"] == 4 and saved["gsm8k"] == str(shared_data / "gsm8k")
         assert await wait_for(pilot, lambda: app.state.artifacts["arithmetic_prompts"].state == "ready")
-        assert app.state.stage("prepare-rl").state == "done"
+        # the pipeline row follows once the app re-reads the run folder (every few seconds)
+        assert await wait_for(pilot, lambda: app.state.stage("prepare-rl").state == "done")
         await pilot.press("4")
         assert await wait_for(pilot, lambda: "job.json" in screen_text(app))
 

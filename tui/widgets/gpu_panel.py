@@ -85,11 +85,14 @@ class GpuCard(Vertical):
         self._data = (g, history)
         if not self._ready:
             return  # applied on mount
-        self.query_one(".gpu-info", TextBox).show(gpu_text(g))
-        spark = self.query_one(".gpu-spark", Sparkline)
-        if list(spark.data or []) != (history or [0.0]):
-            spark.data = history or [0.0]
-        self.query_one(".gpu-procs", TextBox).show(procs_text(g))
+        info, spark, procs = self.query(".gpu-info"), self.query(".gpu-spark"), self.query(".gpu-procs")
+        if not (info and spark and procs):
+            return  # children not mounted yet, or the card is being removed: the next sample applies
+        info.first(TextBox).show(gpu_text(g))
+        line = spark.first(Sparkline)
+        if list(line.data or []) != (history or [0.0]):
+            line.data = history or [0.0]
+        procs.first(TextBox).show(procs_text(g))
 
 
 class GpuPanel(VerticalScroll):
