@@ -52,9 +52,9 @@ def demo_steps(ws: Workspace, corpus: list[str], fast: bool, stop_after: str = "
             "--eval-every", "50", "--save-every", "0"]))
     else:
         init = ["--preset", "tiny"]
-    # SFT to ~0.7 greedy accuracy on level 1; GRPO then runs at a low learning rate: a fresh AdamW's
-    # first steps move every weight by about the learning rate, and at 1e-3 that alone undoes the
-    # SFT (held-out accuracy 0.94 -> 0.46 in one update on this model).
+    # SFT to ~0.7 greedy accuracy on level 1; GRPO then runs at a low learning rate: at 1e-3 its
+    # first update undid the SFT on this model (held-out accuracy 0.94 -> 0.46), even with AdamW's
+    # second moments carried over from SFT; 1e-4 holds the SFT model's reward.
     steps.append(DemoStep("sft", "SFT", [
         "run", "sft", *init, "--max-steps", "60" if fast else "200", "--batch-size", "8", "--lr", "0.003",
         "--warmup-steps", "10", "--eval-every", "50", "--save-every", "0"]))
