@@ -38,6 +38,25 @@ def test_demo_first_stages_build_ready_artifacts(tmp_path, tokenizer_file):
     assert again.returncode == 0, again.stdout + again.stderr
 
 
+@pytest.mark.slow
+def test_fast_demo_runs_the_whole_pipeline_offline(tmp_path, tokenizer_file):
+    """`llmctl demo --fast` on a fresh workspace: every stage runs, the checkpoints and evaluation are
+    ready artifacts, and the report card is written (about a minute on an idle 2-core box)."""
+    ws = tmp_path / "demo-ws"
+    out = _llmctl("demo", "--workspace", str(ws), "--fast", tokenizer_file=tokenizer_file, timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "[5/5] evaluation" in out.stdout and "GRPO mean reward:" in out.stdout and "demo done in" in out.stdout
+    status = _llmctl("status", "--workspace", str(ws), "--json", tokenizer_file=tokenizer_file)
+    states = {a["name"]: a["state"] for a in json.loads(status.stdout)["artifacts"]}
+    for name in ("arithmetic_prompts", "sft_packed", "ckpt_sft", "ckpt_grpo", "eval_results"):
+        assert states[name] == "ready", (name, states)
+    grpo_runs = list((ws / "runs" / "grpo").iterdir())
+    rows = [json.loads(line) for line in (grpo_runs[0] / "metrics.jsonl").read_text().splitlines()]
+    assert sum("reward" in r for r in rows) == 6  # --fast: six GRPO steps, each logged
+    report = (ws / "report.md").read_text()
+    assert "## Artifacts" in report and "## Runs" in report and "grpo" in report
+
+
 def test_demo_refuses_an_unknown_stop_point(tmp_path, tokenizer_file):
     out = _llmctl("demo", "--workspace", str(tmp_path / "ws"), "--stop-after", "ppo", tokenizer_file=tokenizer_file)
     assert out.returncode != 0
