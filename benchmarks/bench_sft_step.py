@@ -15,7 +15,6 @@ Usage: ``python benchmarks/bench_sft_step.py [--preset tiny] [--source arithmeti
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -30,14 +29,17 @@ os.environ.setdefault("LLMCTL_TIKTOKEN_FILE", str(SHARED / "tokenizer" / "r50k_b
 
 
 def conversations(source: str, n: int) -> list[list[dict[str, str]]]:
-    """``n`` chat examples from the arithmetic curriculum or the real Alpaca sample."""
+    """``n`` chat examples from the arithmetic curriculum or the real Alpaca sample (read as
+    ``prepare sft`` reads it)."""
     if source == "arithmetic":
         from llmctl.core.arithmetic import arithmetic_sft_examples
 
         return arithmetic_sft_examples(n, 1, seed=0)
-    rows = json.loads((SHARED / "alpaca" / "alpaca_small.json").read_text(encoding="utf-8"))[:n]
-    return [[{"role": "user", "content": r["instruction"] + ("\n\n" + r["input"] if r["input"] else "")},
-             {"role": "assistant", "content": r["output"]}] for r in rows]
+    from llmctl.core.prepare_sft import read_source
+    from llmctl.core.records import ErrorPolicy
+
+    convs, _ = read_source("alpaca", str(SHARED / "alpaca" / "alpaca_small.json"), ErrorPolicy())
+    return convs[:n]
 
 
 def main() -> None:

@@ -107,10 +107,10 @@ def run_demo(ws: Workspace, *, corpus: list[str] | None = None, fast: bool = Fal
         t0 = time.time()
         _run(ws, st.words, echo)
         timings[st.title] = round(time.time() - t0, 1)
+    trend = reward_trend(ws)
     if stop_after != "eval":
         echo(f"demo stopped after {stop_after} in {sum(timings.values()):.0f} s")
-        return {"timings": timings, "reward_trend": reward_trend(ws), "report": None}
-    trend = reward_trend(ws)
+        return {"timings": timings, "reward_trend": trend, "report": None}
     if trend:
         echo(f"GRPO mean reward: {trend[0]:.3f} (first quarter) -> {trend[1]:.3f} (last quarter)")
     from llmctl.core.report import build_report

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmctl.core.jobs import parent_pid
+
 HISTORY_FIELDS = ("util", "mem_pct")
 
 
@@ -87,14 +89,6 @@ def _text(v: Any) -> str | None:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
-def _proc_parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return int(f.read().rsplit(") ", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _proc_name(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
@@ -134,7 +128,7 @@ def match_job(pid: int, job_pids: dict[int, str]) -> str | None:
         return job_pids[pgid]
     cur: int | None = pid
     for _ in range(16):
-        cur = _proc_parent(cur) if cur else None
+        cur = parent_pid(cur) if cur else None
         if not cur or cur <= 1:
             return None
         if cur in job_pids:

@@ -81,17 +81,21 @@ def is_active(job: dict[str, Any]) -> bool:
     return refresh(job).get("state") in ("starting", "running")
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid`` from ``/proc`` (None when it is gone or there is no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def descendant_pids(pid: int) -> list[int]:
     """Every current descendant of ``pid``, parents before children, whatever their session."""
     children: dict[int, list[int]] = {}
     try:
         for entry in os.scandir("/proc"):
-            if entry.name.isdigit():
-                try:
-                    with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as f:
-                        ppid = int(f.read().rsplit(") ", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
+            if entry.name.isdigit() and (ppid := parent_pid(int(entry.name))) is not None:
                 children.setdefault(ppid, []).append(int(entry.name))
     except FileNotFoundError:  # no /proc (macOS): ask ps
         out = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True).stdout

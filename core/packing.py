@@ -140,8 +140,8 @@ def pack_flat(ids: Any, mask: Any, lengths: Any, seq_len: int, *, pad_id: int, s
     long = np.flatnonzero(lengths > seq_len)
     if len(long):  # keep each example's first seq_len tokens
         keep = np.ones(len(ids), dtype=bool)
-        for a, b in zip((exclusive_cumsum(lengths)[long] + seq_len).tolist(),
-                        np.cumsum(lengths)[long].tolist(), strict=True):
+        ends = np.cumsum(lengths)[long]
+        for a, b in zip((ends - lengths[long] + seq_len).tolist(), ends.tolist(), strict=True):
             keep[a:b] = False
         ids, mask = ids[keep], mask[keep]
     total = int(ex_len.sum())

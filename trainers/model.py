@@ -243,17 +243,17 @@ class GPT(nn.Module):
         """
         h = self.hidden_states(idx, position_ids=position_ids, doc_ids=doc_ids, attention_mask=attention_mask,
                                kv_cache=kv_cache)
-        if targets is not None and loss_mask is not None and not torch.compiler.is_compiling():
-            keep = (loss_mask != 0) & (targets != -1)  # compiled graphs keep static shapes: below
-            logits = self.lm_head(h[keep])
-            loss = cross_entropy(logits, targets[keep])
-            return (logits, loss, h) if return_hidden else (logits, loss)
-        logits = self.lm_head(h)
         if targets is None:
+            logits = self.lm_head(h)
             return (logits, h) if return_hidden else logits
+        out = h
         if loss_mask is not None:
             targets = targets.masked_fill(loss_mask == 0, -1)
-        loss = cross_entropy(logits.flatten(0, 1), targets.flatten())
+            if not torch.compiler.is_compiling():  # compiled graphs keep static shapes: full width there
+                keep = targets != -1
+                out, targets = h[keep], targets[keep]
+        logits = self.lm_head(out)
+        loss = cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         return (logits, loss, h) if return_hidden else (logits, loss)
 
     def token_logprobs(self, idx: torch.Tensor, targets: torch.Tensor, **kw: Any) -> torch.Tensor:
