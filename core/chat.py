@@ -38,6 +38,7 @@ EOT = EOT_TOKEN
 Messages = Sequence[dict[str, Any]]
 
 _marker_ids: dict[tuple[int, str], list[int]] = {}
+_prefix_ids: dict[tuple[int, str], list[int] | None] = {}
 _EOT_RUN = (EOT_ID,)
 
 
@@ -117,9 +118,10 @@ def encode_chats(conversations: Sequence[Messages], tok: Any = None) -> list[tup
 
 @dataclass
 class ChatRuns:
-    """Conversations as runs of token ids, in order: per turn its marker, its content, ``[EOT]``.
+    """Conversations as runs of token ids, in order: per turn its marker (plus a shared prefix's
+    ids when the content starts with one), the rest of its content, ``[EOT]``.
 
-    ``runs[i]`` is a list of ids (marker and EOT lists are shared objects: never mutate them),
+    ``runs[i]`` is a list of ids (lists may be shared between runs: never mutate them),
     ``run_mask[i]`` its loss-mask value (the same for every token of the run), ``run_len[i]`` its
     length and ``run_conv[i]`` its conversation (non-decreasing). Concatenated, the runs of
     conversation ``k`` are exactly ``encode_chat(conversations[k])``.
@@ -164,23 +166,78 @@ def _segments(conversations: Sequence[Messages]) -> tuple[list[str], list[int]]:
     return texts, roles
 
 
+def shared_prefix_ids(prefix: str, tok: Any = None) -> list[int] | None:
+    """The ids ``prefix`` contributes to any text that starts with it and goes on with a
+    non-whitespace character, or None when that is not fixed.
+
+    r50k's pre-tokenizer cannot join a ``\\n`` to what follows it (only a space attaches to the next
+    word), so a prefix ending in ``\\n`` ends on a pre-token boundary whenever the next character is
+    not whitespace, and ``encode(prefix + rest) == ids + encode(rest)``. Checked here on probes of
+    every character class; a prefix not ending in ``\\n`` gives None.
+    """
+    tok = _tok(tok)
+    key = (id(tok), prefix)
+    if key not in _prefix_ids:
+        ids = None
+        if prefix.endswith("\n"):
+            probes = ["A", "x", "7", "'s", ".", "(", "$", "<", "\u00e9t\u00e9", "\u6f22", "\U0001f600"]
+            heads = set()
+            for full, tail in zip(tok.encode_batch([prefix + p for p in probes]), tok.encode_batch(probes),
+                                  strict=True):
+                cut = len(full) - len(tail)
+                heads.add(tuple(full[:cut]) if full[cut:] == tail else None)
+            if len(heads) == 1 and None not in heads:
+                ids = list(heads.pop())
+        _prefix_ids[key] = ids
+    return _prefix_ids[key]
+
+
+def _encode_distinct(texts: list[str], tok: Any) -> list[Sequence[int]]:
+    """``tok.encode_batch(texts)``; when a tenth or more repeat, each distinct text once (repeats share one list)."""
+    index = dict.fromkeys(texts)
+    if len(index) > 0.9 * len(texts):
+        return tok.encode_batch(texts)
+    slot = {t: k for k, t in enumerate(index)}
+    encoded = tok.encode_batch(list(index))
+    return [encoded[slot[t]] for t in texts]
+
+
 def encode_chats_runs(conversations: Sequence[Messages], tok: Any = None) -> ChatRuns:
     """``encode_chats`` as :class:`ChatRuns`: contents tokenized in one parallel batch, and no
-    per-token Python work besides what the tokenizer returns (the packer consumes runs directly)."""
+    per-token Python work besides what the tokenizer returns (the packer consumes runs directly).
+
+    Work the tokenizer need not repeat is skipped, with the same ids: repeated contents are
+    tokenized once (``_encode_distinct``), and a non-assistant turn starting with the math question
+    prefix (``prompts.QUESTION_PREFIX``, in every GSM8K and arithmetic prompt) has only the rest
+    tokenized, the prefix's ids (``shared_prefix_ids``) joining its marker's run.
+    """
     import numpy as np
+
+    from llmctl.core.prompts import QUESTION_PREFIX
 
     tok = _tok(tok)
     markers = _markers(tok)
     texts, roles = _segments(conversations)
     n_conv, n_seg = len(conversations), len(texts)
-    encoded = tok.encode_batch(texts)
     role = np.asarray(roles, dtype=np.int64)
-    mk_lists = [markers[r] for r in ROLES]
+    leads = [markers[r] for r in ROLES]  # a turn's first run: its marker, then any shared prefix
+    lead = role.copy()
+    head_ids = shared_prefix_ids(QUESTION_PREFIX, tok)
+    if head_ids is not None:
+        cut, assistant = len(QUESTION_PREFIX), ROLES.index("assistant")
+        hits = [i for i, t in enumerate(texts) if t.startswith(QUESTION_PREFIX)]
+        hits = [i for i in hits if roles[i] != assistant and len(texts[i]) > cut and not texts[i][cut].isspace()]
+        if hits:
+            leads += [markers[r] + head_ids for r in ROLES]
+            for i in hits:
+                texts[i] = texts[i][cut:]
+            lead[hits] += len(ROLES)
+    encoded = _encode_distinct(texts, tok)
     runs: list[Sequence[int]] = [_EOT_RUN] * (3 * n_seg)
-    runs[0::3] = [mk_lists[r] for r in roles]
+    runs[0::3] = [leads[k] for k in lead.tolist()]
     runs[1::3] = encoded
     run_len = np.ones((n_seg, 3), dtype=np.int64)
-    run_len[:, 0] = np.asarray([len(m) for m in mk_lists], dtype=np.int64)[role]
+    run_len[:, 0] = np.asarray([len(m) for m in leads], dtype=np.int64)[lead]
     run_len[:, 1] = np.fromiter(map(len, encoded), dtype=np.int64, count=n_seg)
     run_mask = np.zeros((n_seg, 3), dtype=np.uint8)
     run_mask[:, 1:] = (role == ROLES.index("assistant"))[:, None]

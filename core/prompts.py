@@ -18,6 +18,7 @@ GSM8K_INSTRUCTION = (
     "Solve the following math problem. Think step by step inside <think></think>, "
     "then give only the final number inside <answer></answer>."
 )
+QUESTION_PREFIX = GSM8K_INSTRUCTION + "\n\n"  # every math user message starts with this
 
 _ANNOTATION = re.compile(r"<<.*?>>", re.S)
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
@@ -25,7 +26,7 @@ _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 
 def format_question(question: str) -> str:
     """The user message for a math question: the shared instruction, a blank line, the question."""
-    return f"{GSM8K_INSTRUCTION}\n\n{question.strip()}"
+    return QUESTION_PREFIX + question.strip()
 
 
 def question_messages(question: str) -> list[dict[str, Any]]:

@@ -101,6 +101,7 @@ class _RolloutCommon(_TrainCommon):
     eval_data: list[str] = _l("Held-out prompt files (empty = hold out eval_prompts rows of train_data).", [])
     arithmetic_level: int = _h("Keep only arithmetic rows of this level (0 = all).", 0)
     eval_prompts: int = _h("Held-out prompts scored per evaluation (0 = no eval).", 64)
+    train_prompts: int = _h("Train on only the first N distinct prompts left after the hold-out (0 = all).", 0)
     prompts_per_step: int = _h("Prompts per rollout batch (per process).", 16)
     num_generations: int = _h("Completions sampled per prompt.", 8)
     max_new_tokens: int = _h("Completion length cap (longer ones are truncated).", 48)
@@ -130,8 +131,8 @@ class _RolloutCommon(_TrainCommon):
         super().validate()
         _positive(self, "prompts_per_step", "num_generations", "max_new_tokens", "max_prompt_length",
                   "micro_batch_size")
-        if self.arithmetic_level < 0 or self.eval_prompts < 0:
-            raise ValueError("arithmetic_level and eval_prompts must be >= 0")
+        if self.arithmetic_level < 0 or self.eval_prompts < 0 or self.train_prompts < 0:
+            raise ValueError("arithmetic_level, eval_prompts and train_prompts must be >= 0")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0 for on-policy sampling")
         if not 0.0 < self.top_p <= 1.0 or self.top_k < 0:

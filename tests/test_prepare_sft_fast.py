@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmctl.core.chat import ROLES, encode_chats, encode_chats_flat, encode_chats_runs
+from llmctl.core.chat import ROLES, encode_chats, encode_chats_flat, encode_chats_runs, shared_prefix_ids
 from llmctl.core.packing import best_fit_decreasing, pack_flat
+from llmctl.core.prompts import QUESTION_PREFIX, format_question
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
@@ -30,6 +31,45 @@ def test_flat_and_runs_are_encode_chats_concatenated(tokenizer, convs):
     runs = encode_chats_runs(convs, tokenizer)
     assert [len(r) for r in runs.runs] == runs.run_len.tolist()
     assert np.bincount(runs.run_conv, weights=runs.run_len, minlength=len(convs)).tolist() == lengths.tolist()
+
+
+prefixed = st.builds(lambda head, rest: QUESTION_PREFIX + head + rest,
+                     st.sampled_from(["", " ", "\n", "\t", "\u00a0", "A", "'s", "7", ".", "\u6f22"]), text)
+
+
+@SETTINGS
+@given(st.lists(st.lists(st.builds(lambda r, c: {"role": r, "content": c}, st.sampled_from(ROLES),
+                                   st.one_of(prefixed, text)), max_size=4), max_size=6))
+def test_runs_with_the_question_prefix_and_repeats_equal_plain_encoding(tokenizer, convs):
+    convs = convs + convs[:2]  # repeated contents are tokenized once
+    want = encode_chats(convs, tokenizer)
+    ids, mask, lengths = encode_chats_flat(convs, tokenizer)
+    assert ids.tolist() == [t for i, _ in want for t in i]
+    assert mask.tolist() == [t for _, m in want for t in m]
+    assert lengths.tolist() == [len(i) for i, _ in want]
+
+
+@SETTINGS
+@given(text, st.characters(codec="utf-8", exclude_categories=("Cs",)).filter(lambda c: not c.isspace()), text)
+def test_shared_prefix_ids_hold_for_any_non_space_continuation(tokenizer, head, first, rest):
+    prefix = head + "\n"
+    ids = shared_prefix_ids(prefix, tokenizer)
+    assert ids is not None
+    assert tokenizer.encode(prefix + first + rest) == ids + tokenizer.encode(first + rest)
+    assert shared_prefix_ids(head + " ", tokenizer) is None  # a space joins the next word
+
+
+def test_question_prefix_splits_every_real_gsm8k_question(tokenizer, shared_data):
+    import json
+
+    ids = shared_prefix_ids(QUESTION_PREFIX, tokenizer)
+    assert ids == tokenizer.encode(QUESTION_PREFIX.rstrip("\n")) + tokenizer.encode("\n") * 2
+    questions = [json.loads(line)["question"] for split in ("train", "test")
+                 for line in open(shared_data / "gsm8k" / f"{split}.jsonl", encoding="utf-8")]
+    assert len(questions) > 8000
+    full = tokenizer.encode_batch([format_question(q) for q in questions])
+    rest = tokenizer.encode_batch([q.strip() for q in questions])
+    assert all(f == ids + r for f, r in zip(full, rest, strict=True))
 
 
 @pytest.mark.parametrize("bad", [[{"role": "robot", "content": "x"}], [{"role": "user"}], [["user", "x"]],

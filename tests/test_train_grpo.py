@@ -74,8 +74,10 @@ def test_prompt_rows_render_with_the_shared_instruction(ws):
         RO.load_prompt_rows([bad])
 
 
-def test_rollout_layout_and_logprobs_match_unpadded_rows(ws):
-    from llmctl.core.tokenizer import EOT_ID
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_rollout_layout_and_logprobs_match_unpadded_rows(ws, temperature):
+    """Log-probs are those of the sampling distribution: real vocabulary only, at the rollout's temperature."""
+    from llmctl.core.tokenizer import EOT_ID, N_VOCAB
     from llmctl.trainers import rollout as RO
     from llmctl.trainers.heads import PolicyModel
     from llmctl.trainers.rl_losses import gather_logprobs
@@ -84,9 +86,10 @@ def test_rollout_layout_and_logprobs_match_unpadded_rows(ws):
     rows = RO.load_prompt_rows([ws.path("data/arithmetic_prompts.jsonl"), ws.path("data/rl_prompts_test.jsonl")])
     rows = [rows[0], rows[-1]]  # an arithmetic and a (longer) GSM8K prompt: different prompt lengths
     model = fresh_model(1)
-    ro = RO.sample_rollout(model, rows, tok, num_generations=3, max_new_tokens=12, max_prompt_length=200, seed=5)
-    assert len(ro) == 6 and ro.rows[0] is rows[0] and ro.rows[3] is rows[1]
-    again = RO.sample_rollout(model, rows, tok, num_generations=3, max_new_tokens=12, max_prompt_length=200, seed=5)
+    kw = dict(num_generations=3, max_new_tokens=12, max_prompt_length=200, seed=5, temperature=temperature)
+    ro = RO.sample_rollout(model, rows, tok, **kw)
+    assert len(ro) == 6 and ro.rows[0] is rows[0] and ro.rows[3] is rows[1] and ro.temperature == temperature
+    again = RO.sample_rollout(model, rows, tok, **kw)
     assert again.completion_ids == ro.completion_ids  # seeded
     for i in range(len(ro)):
         c = ro.completion_ids[i]
@@ -99,7 +102,8 @@ def test_rollout_layout_and_logprobs_match_unpadded_rows(ws):
     for i in range(len(ro)):
         full = torch.tensor([ro.prompt_ids[i] + ro.completion_ids[i]])
         with torch.no_grad():
-            ref = gather_logprobs(model(full)[0, :-1], full[0, 1:])[len(ro.prompt_ids[i]) - 1:]
+            logits = model(full)[0, :-1, :N_VOCAB] / temperature
+            ref = gather_logprobs(logits, full[0, 1:])[len(ro.prompt_ids[i]) - 1:]
         torch.testing.assert_close(lp[i, :len(ref)], ref, atol=2e-4, rtol=1e-4)
     assert (ent[ro.completion_mask.bool()] > 0).all()
 

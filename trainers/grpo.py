@@ -133,7 +133,7 @@ def run(ws: Any, params: GRPOParams, run_dir: Path) -> dict[str, Any]:
                     sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
                     with sync:
                         with s.autocast():
-                            logits, _ = model(ro.input_ids[sl], ro.attention_mask[sl], ro.start)
+                            logits, _ = model(ro.input_ids[sl], ro.attention_mask[sl], ro.start, ro.temperature)
                         lp = gather_logprobs(logits, ro.input_ids[sl, ro.start:])
                         if it == 0:
                             old_lp[sl] = lp.detach()

@@ -12,7 +12,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+from llmctl.core.tokenizer import N_VOCAB
 from llmctl.trainers.model import GPT
 
 REWARD_HEAD = "reward_head"
@@ -93,7 +95,9 @@ class PolicyModel(nn.Module):
     (left-padded prompt | right-padded completion) rows but the output layer only over the
     positions that predict tokens ``start..`` -- the completion -- returning
     ``(logits (B, C, V), values (B, C) or None)``; ``values[:, t]`` is the value of the state
-    before completion token ``t``.
+    before completion token ``t``. The logits are those of the distribution the rollout sampled
+    from: over the real vocabulary only (``V = N_VOCAB``, as the generator never draws a padded
+    id) and divided by the sampling ``temperature``.
     """
 
     def __init__(self, gpt: GPT, with_value: bool = False) -> None:
@@ -107,11 +111,13 @@ class PolicyModel(nn.Module):
     def config(self) -> Any:
         return self.gpt.config
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                start: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int,
+                temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.gpt.hidden_states(input_ids, attention_mask=attention_mask)
         h = h[:, start - 1:-1]
-        logits = self.gpt.lm_head(h)
+        logits = F.linear(h, self.gpt.lm_head.weight[:N_VOCAB])
+        if temperature != 1.0:
+            logits = logits / temperature
         values = getattr(self.gpt, VALUE_HEAD)(h) if self.with_value else None
         return logits, values
 

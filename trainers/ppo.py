@@ -183,7 +183,7 @@ def run(ws: Any, params: PPOParams, run_dir: Path) -> dict[str, Any]:
                     sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
                     with sync:
                         with s.autocast():
-                            logits, values = model(ro.input_ids[sl], ro.attention_mask[sl], ro.start)
+                            logits, values = model(ro.input_ids[sl], ro.attention_mask[sl], ro.start, ro.temperature)
                         lp = gather_logprobs(logits, ro.input_ids[sl, ro.start:])
                         m = cmask[sl]
                         pg, pst = ppo_policy_loss(lp, old_lp[sl], adv[sl], m, p.clip_eps)

@@ -74,7 +74,8 @@ def load_run_prompts(ws: Any, p: Any, train_data: Sequence[str], need_gold: bool
     """(train rows, held-out rows, input fingerprints) of an RL run.
 
     Held-out rows come from ``p.eval_data`` (its first ``p.eval_prompts``), else ``p.eval_prompts``
-    rows drawn from the training files are held out of training.
+    rows drawn from the training files are held out of training. ``p.train_prompts`` > 0 keeps the
+    training rows of only the first that many distinct prompts.
     """
     from llmctl.trainers.loop import input_fingerprint
 
@@ -85,6 +86,9 @@ def load_run_prompts(ws: Any, p: Any, train_data: Sequence[str], need_gold: bool
         held = load_prompt_rows(eval_files, p.arithmetic_level)[:p.eval_prompts] if p.eval_prompts else []
     else:
         rows, held = split_eval(rows, p.eval_prompts, p.seed)
+    if p.train_prompts:
+        keep = set(list(dict.fromkeys(map(_prompt_key, rows)))[:p.train_prompts])
+        rows = [r for r in rows if _prompt_key(r) in keep]
     if need_gold:
         for r in rows + held:
             if "gold" not in r:
@@ -162,6 +166,7 @@ class Rollout:
     attention_mask: torch.Tensor  # (N, P + C)
     completion_mask: torch.Tensor  # (N, C) float
     start: int  # P: column of the first completion token
+    temperature: float = 1.0  # sampling temperature: log-probs are taken at the same one
     scores: list[ScoreResult] = field(default_factory=list)
 
     @property
@@ -219,7 +224,7 @@ def sample_rollout(model: Any, rows: list[dict[str, Any]], tok: Any, *, num_gene
     texts = [decode_completion(c, tok) for c in completions]
     truncated = [not (c and c[-1] == EOT_ID) for c in completions]
     ids, att, cmask, P = pack(prompts, completions, device)
-    return Rollout(expanded, prompts, completions, texts, truncated, ids, att, cmask, P)
+    return Rollout(expanded, prompts, completions, texts, truncated, ids, att, cmask, P, temperature)
 
 
 def score_rollout(rollout: Rollout, format_weight: float) -> torch.Tensor:
@@ -249,7 +254,8 @@ def completion_logprobs(model: Any, rollout: Rollout, micro_batch_size: int, *, 
     try:
         for sl in micro_batches(len(rollout), micro_batch_size):
             with autocast or contextlib.nullcontext():
-                logits, values = model(rollout.input_ids[sl], rollout.attention_mask[sl], rollout.start)
+                logits, values = model(rollout.input_ids[sl], rollout.attention_mask[sl], rollout.start,
+                                       rollout.temperature)
             tokens = rollout.input_ids[sl, rollout.start:]
             lps.append(gather_logprobs(logits, tokens))
             if with_values:
