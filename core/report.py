@@ -28,11 +28,19 @@ def _better_is_max(key: str) -> bool:
     return any(h in key for h in HIGHER_IS_BETTER)
 
 
+# the curves a reader looks for first, in this order; the rest follow alphabetically
+HEADLINE_KEYS = ("reward", "rewards/correct", "eval/accuracy", "kl", "accuracy", "margin", "rewards/margin",
+                 "score/mean", "tokens_per_s", "mfu")
+
+
 def _chart_groups(keys: list[str]) -> list[tuple[str, list[str]]]:
-    """Loss-like keys overlaid in one chart, every other key on its own."""
+    """Loss-like keys overlaid in one chart first, then the headline metrics, then every other key
+    on its own (per-phase timings left out), at most ``MAX_CHARTS_PER_RUN`` charts."""
     losses = [k for k in keys if k.endswith("loss") and "/" in k and k.split("/")[0] in ("train", "eval")]
     groups = [("loss", losses)] if losses else []
-    groups += [(k, [k]) for k in keys if k not in losses]
+    rest = [k for k in keys if k not in losses and not k.startswith("time/")]
+    rest.sort(key=lambda k: HEADLINE_KEYS.index(k) if k in HEADLINE_KEYS else len(HEADLINE_KEYS))
+    groups += [(k, [k]) for k in rest]
     return groups[:MAX_CHARTS_PER_RUN]
 
 

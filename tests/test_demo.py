@@ -45,7 +45,8 @@ def test_fast_demo_runs_the_whole_pipeline_offline(tmp_path, tokenizer_file):
     ws = tmp_path / "demo-ws"
     out = _llmctl("demo", "--workspace", str(ws), "--fast", tokenizer_file=tokenizer_file, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    assert "[5/5] evaluation" in out.stdout and "GRPO mean reward:" in out.stdout and "demo done in" in out.stdout
+    assert "[5/5] evaluation" in out.stdout and "GRPO mean reward on its training prompts:" in out.stdout
+    assert "GRPO held-out accuracy" in out.stdout and "demo done in" in out.stdout
     status = _llmctl("status", "--workspace", str(ws), "--json", tokenizer_file=tokenizer_file)
     states = {a["name"]: a["state"] for a in json.loads(status.stdout)["artifacts"]}
     for name in ("arithmetic_prompts", "sft_packed", "ckpt_sft", "ckpt_grpo", "eval_results"):

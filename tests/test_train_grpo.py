@@ -41,7 +41,8 @@ def test_params_validate():
     stage = get_stage("grpo")
     p = resolve_params(stage, {}, {"num_generations": "4", "loss_type": "dr_grpo", "kl_coef": "0"})
     assert p.num_generations == 4 and p.loss_type == "dr_grpo" and p.kl_coef == 0.0
-    for bad in ({"num_generations": "1"}, {"loss_type": "ppo"}, {"kl_coef": "-1"}, {"temperature": "0"}):
+    for bad in ({"num_generations": "1"}, {"loss_type": "ppo"}, {"kl_coef": "-1"}, {"temperature": "0"},
+                {"train_prompts": "-1"}):
         with pytest.raises(ParamError):
             resolve_params(stage, {}, bad)
 
@@ -65,6 +66,12 @@ def test_prompt_rows_render_with_the_shared_instruction(ws):
     assert len(held) == 10 and len({r["prompt"] for r in held}) == 10
     assert not {r["prompt"] for r in held} & {r["prompt"] for r in train}  # held-out prompts never trained on
     assert len(train) + sum(r["prompt"] == h["prompt"] for r in arith for h in held) == len(arith)
+    # --train-prompts: every row of the first N distinct prompts left after the hold-out, nothing else
+    p = _params(eval_prompts=10, train_prompts=3, seed=1)
+    small, small_held, _ = RO.load_run_prompts(ws, p, ["data/arithmetic_prompts.jsonl"], need_gold=True)
+    assert [r["prompt"] for r in small_held] == [r["prompt"] for r in held]
+    first3 = list(dict.fromkeys(r["prompt"] for r in train))[:3]
+    assert [r["prompt"] for r in small] == [r["prompt"] for r in train if r["prompt"] in first3]
     # a step's prompts are a function of (seed, step, rank) only
     assert RO.step_prompts(train, 5, 3, 7) == RO.step_prompts(train, 5, 3, 7)
     assert RO.step_prompts(train, 5, 3, 7, rank=0, world_size=2) != RO.step_prompts(train, 5, 3, 7, 1, 2)
