@@ -102,18 +102,20 @@ def main() -> None:
           f"load avg {load0[0]:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"{'what':32} {'best s':>8} {'median s':>9} {'examples/s':>12} {'tokens/s':>12} {'best/raw':>9} "
           f"{'paired':>7}")
-    rows = [("raw encode_batch (baseline)", None, raw_tokens),
-            ("tiktoken encode_ordinary_batch", "tiktoken", raw_tokens),
-            ("encode + pack (in memory)", "core", pipe_tokens),
-            ("end to end, warm datasets cache", "warm", pipe_tokens),
-            ("end to end, cold datasets cache", "cold", pipe_tokens)]
-    for label, key, tokens in rows:
-        ts = raw_all if key is None else tiktoken_times if key == "tiktoken" else times[key]
+    labels = {"core": "encode + pack (in memory)", "warm": "end to end, warm datasets cache",
+              "cold": "end to end, cold datasets cache"}
+    # (label, times, tokens, the baseline runs paired with those times or None)
+    rows = [("raw encode_batch (baseline)", raw_all, raw_tokens, raw_all),
+            ("tiktoken encode_ordinary_batch", tiktoken_times, raw_tokens, None),
+            *[(labels[k], times[k], pipe_tokens, base[k]) for k in measured]]
+    for label, ts, tokens, paired_with in rows:
         best = min(ts)
-        paired = 1.0 if key is None else float("nan") if key == "tiktoken" else statistics.median(
-            (tokens / t) / (raw_tokens / r) for t, r in zip(times[key], base[key], strict=True))
+        paired = "-"
+        if paired_with is not None:
+            ratios = [(tokens / t) / (raw_tokens / r) for t, r in zip(ts, paired_with, strict=True)]
+            paired = f"{statistics.median(ratios):.2f}"
         print(f"{label:32} {best:8.3f} {statistics.median(ts):9.3f} {n_ex / best:12,.0f} {tokens / best:12,.0f} "
-              f"{tokens / best / base_tps:9.2f} {paired:7.2f}")
+              f"{tokens / best / base_tps:9.2f} {paired:>7}")
     tt = raw_tokens / min(tiktoken_times)
     print("against tiktoken's batch (best vs best): " + ", ".join(
         f"{k} {pipe_tokens / min(times[k]) / tt:.2f}x" for k in measured))

@@ -141,6 +141,14 @@ class ChatRuns:
         ids = np.fromiter(chain.from_iterable(self.runs), dtype=np.int32, count=total)
         return ids, np.repeat(self.run_mask, self.run_len)
 
+    def select(self, keep: Any) -> ChatRuns:
+        """Only the conversations where the bool array ``keep`` is true, renumbered in order."""
+        import numpy as np
+
+        keep_run = np.flatnonzero(keep[self.run_conv])
+        return ChatRuns(list(map(self.runs.__getitem__, keep_run.tolist())), self.run_mask[keep_run],
+                        self.run_len[keep_run], (np.cumsum(keep) - 1)[self.run_conv[keep_run]], self.lengths[keep])
+
 
 def _segments(conversations: Sequence[Messages]) -> tuple[list[str], list[int]]:
     """Every turn's content and role index, in order; ValueError on a malformed conversation."""
@@ -194,12 +202,11 @@ def shared_prefix_ids(prefix: str, tok: Any = None) -> list[int] | None:
 
 def _encode_distinct(texts: list[str], tok: Any) -> list[Sequence[int]]:
     """``tok.encode_batch(texts)``; when a tenth or more repeat, each distinct text once (repeats share one list)."""
-    index = dict.fromkeys(texts)
-    if len(index) > 0.9 * len(texts):
+    distinct = list(dict.fromkeys(texts))
+    if len(distinct) > 0.9 * len(texts):
         return tok.encode_batch(texts)
-    slot = {t: k for k, t in enumerate(index)}
-    encoded = tok.encode_batch(list(index))
-    return [encoded[slot[t]] for t in texts]
+    ids_of = dict(zip(distinct, tok.encode_batch(distinct), strict=True))
+    return [ids_of[t] for t in texts]
 
 
 def encode_chats_runs(conversations: Sequence[Messages], tok: Any = None) -> ChatRuns:

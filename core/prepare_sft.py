@@ -217,7 +217,7 @@ def pack_conversations(convs: list[list[dict[str, str]]], tok: Any, seq_len: int
     because truncation to ``seq_len`` cut off all its targets (the others keep their order)."""
     import numpy as np
 
-    from llmctl.core.chat import ChatRuns, encode_chats_runs
+    from llmctl.core.chat import encode_chats_runs
     from llmctl.core.packing import exclusive_cumsum, pack_flat
 
     enc = encode_chats_runs(convs, tok)
@@ -229,9 +229,7 @@ def pack_conversations(convs: list[list[dict[str, str]]], tok: Any, seq_len: int
     if not keep.any():
         raise InputError("prepare-sft", None, "no examples left to pack")
     if not keep.all():
-        keep_run = np.flatnonzero(keep[run_conv])
-        enc = ChatRuns(list(map(enc.runs.__getitem__, keep_run.tolist())), enc.run_mask[keep_run],
-                       run_len[keep_run], (np.cumsum(keep) - 1)[run_conv[keep_run]], lengths[keep])
+        enc = enc.select(keep)
     ids, mask = enc.flat()
     return pack_flat(ids, mask, enc.lengths, seq_len, pad_id=tok.eot_id, seed=seed), keep
 

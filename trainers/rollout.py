@@ -87,8 +87,9 @@ def load_run_prompts(ws: Any, p: Any, train_data: Sequence[str], need_gold: bool
     else:
         rows, held = split_eval(rows, p.eval_prompts, p.seed)
     if p.train_prompts:
-        keep = set(list(dict.fromkeys(map(_prompt_key, rows)))[:p.train_prompts])
-        rows = [r for r in rows if _prompt_key(r) in keep]
+        keys = [_prompt_key(r) for r in rows]
+        keep = set(list(dict.fromkeys(keys))[:p.train_prompts])
+        rows = [r for r, k in zip(rows, keys, strict=True) if k in keep]
     if need_gold:
         for r in rows + held:
             if "gold" not in r:
