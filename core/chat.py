@@ -39,7 +39,6 @@ Messages = Sequence[dict[str, Any]]
 
 _marker_ids: dict[tuple[int, str], list[int]] = {}
 _prefix_ids: dict[tuple[int, str], list[int] | None] = {}
-_EOT_RUN = (EOT_ID,)
 
 
 def _tok(tok: Any) -> Any:
@@ -116,64 +115,6 @@ def encode_chats(conversations: Sequence[Messages], tok: Any = None) -> list[tup
     return out
 
 
-@dataclass
-class ChatRuns:
-    """Conversations as runs of token ids, in order: per turn its marker (plus a shared prefix's
-    ids when the content starts with one), the rest of its content, ``[EOT]``.
-
-    ``runs[i]`` is a list of ids (lists may be shared between runs: never mutate them),
-    ``run_mask[i]`` its loss-mask value (the same for every token of the run), ``run_len[i]`` its
-    length and ``run_conv[i]`` its conversation (non-decreasing). Concatenated, the runs of
-    conversation ``k`` are exactly ``encode_chat(conversations[k])``.
-    """
-
-    runs: list[Sequence[int]]
-    run_mask: Any  # uint8 (runs,)
-    run_len: Any  # int64 (runs,)
-    run_conv: Any  # int64 (runs,)
-    lengths: Any  # int64 (conversations,): tokens per conversation
-
-    def flat(self) -> tuple[Any, Any]:
-        """All ids (int32) and the loss mask (uint8) concatenated."""
-        import numpy as np
-
-        total = int(self.run_len.sum())
-        ids = np.fromiter(chain.from_iterable(self.runs), dtype=np.int32, count=total)
-        return ids, np.repeat(self.run_mask, self.run_len)
-
-    def select(self, keep: Any) -> ChatRuns:
-        """Only the conversations where the bool array ``keep`` is true, renumbered in order."""
-        import numpy as np
-
-        keep_run = np.flatnonzero(keep[self.run_conv])
-        return ChatRuns(list(map(self.runs.__getitem__, keep_run.tolist())), self.run_mask[keep_run],
-                        self.run_len[keep_run], (np.cumsum(keep) - 1)[self.run_conv[keep_run]], self.lengths[keep])
-
-
-def _segments(conversations: Sequence[Messages]) -> tuple[list[str], list[int]]:
-    """Every turn's content and role index, in order; ValueError on a malformed conversation."""
-    role_index = {r: i for i, r in enumerate(ROLES)}
-    texts: list[str] = []
-    roles: list[int] = []
-    for messages in conversations:
-        n = len(texts)
-        try:  # fast path for plain lists of plain dicts; anything else goes through check_messages
-            if type(messages) is not list:
-                raise TypeError
-            for m in messages:
-                content = m["content"]
-                if type(m) is not dict or type(content) is not str:
-                    raise TypeError
-                roles.append(role_index[m["role"]])
-                texts.append(content)
-        except (TypeError, KeyError):
-            del texts[n:], roles[n:]
-            check_messages(messages)
-            texts.extend(m["content"] for m in messages)
-            roles.extend(role_index[m["role"]] for m in messages)
-    return texts, roles
-
-
 def shared_prefix_ids(prefix: str, tok: Any = None) -> list[int] | None:
     """The ids ``prefix`` contributes to any text that starts with it and goes on with a
     non-whitespace character, or None when that is not fixed.
@@ -200,58 +141,83 @@ def shared_prefix_ids(prefix: str, tok: Any = None) -> list[int] | None:
     return _prefix_ids[key]
 
 
-def _encode_distinct(texts: list[str], tok: Any) -> list[Sequence[int]]:
-    """``tok.encode_batch(texts)``; when a tenth or more repeat, each distinct text once (repeats share one list)."""
-    distinct = list(dict.fromkeys(texts))
-    if len(distinct) > 0.9 * len(texts):
-        return tok.encode_batch(texts)
-    ids_of = dict(zip(distinct, tok.encode_batch(distinct), strict=True))
-    return [ids_of[t] for t in texts]
+@dataclass
+class _Plan:
+    """How ``encode_chats_flat`` tokenizes a batch of conversations (see there)."""
+
+    texts: list[str]  # tokenizer inputs: bodies of consecutive joined conversations
+    lead: list[int]  # per conversation: index into the lead table, or -1 (encoded turn by turn)
+    turns: list[int]  # per conversation: number of turns
+    roles: list[int]  # per turn: index into ROLES
+    slow: list[int]  # conversations encoded turn by turn (``encode_chats``)
 
 
-def encode_chats_runs(conversations: Sequence[Messages], tok: Any = None) -> ChatRuns:
-    """``encode_chats`` as :class:`ChatRuns`: contents tokenized in one parallel batch, and no
-    per-token Python work besides what the tokenizer returns (the packer consumes runs directly).
+_ROLE_INDEX = {r: i for i, r in enumerate(ROLES)}
+_JOIN = 16  # conversations per tokenizer text
 
-    Work the tokenizer need not repeat is skipped, with the same ids: repeated contents are
-    tokenized once (``_encode_distinct``), and a non-assistant turn starting with the math question
-    prefix (``prompts.QUESTION_PREFIX``, in every GSM8K and arithmetic prompt) has only the rest
-    tokenized, the prefix's ids (``shared_prefix_ids``) joining its marker's run.
+
+def _plan(conversations: Sequence[Messages], prefix: str | None) -> _Plan:
+    """Validate the conversations and build the tokenizer's texts (ValueError on a malformed one).
+
+    A conversation's *body* is its rendered text without the first turn's marker (and without
+    ``prefix`` when the first turn is not the assistant's and goes on with a non-space after it):
+    ``content0 EOT marker1 content1 EOT ...``. That encodes (EOT as the special token) to exactly
+    the conversation's ids after its lead when no content holds a literal ``<|endoftext|>`` and
+    every later content is empty or starts with a non-space (a marker's ``\\n`` then ends a
+    pre-token). Other conversations are encoded turn by turn.
     """
-    import numpy as np
-
-    from llmctl.core.prompts import QUESTION_PREFIX
-
-    tok = _tok(tok)
-    markers = _markers(tok)
-    texts, roles = _segments(conversations)
-    n_conv, n_seg = len(conversations), len(texts)
-    role = np.asarray(roles, dtype=np.int64)
-    leads = [markers[r] for r in ROLES]  # a turn's first run: its marker, then any shared prefix
-    lead = role.copy()
-    head_ids = shared_prefix_ids(QUESTION_PREFIX, tok)
-    if head_ids is not None:
-        cut, assistant = len(QUESTION_PREFIX), ROLES.index("assistant")
-        hits = [i for i, t in enumerate(texts) if t.startswith(QUESTION_PREFIX)]
-        hits = [i for i in hits if roles[i] != assistant and len(texts[i]) > cut and not texts[i][cut].isspace()]
-        if hits:
-            leads += [markers[r] + head_ids for r in ROLES]
-            for i in hits:
-                texts[i] = texts[i][cut:]
-            lead[hits] += len(ROLES)
-    encoded = _encode_distinct(texts, tok)
-    runs: list[Sequence[int]] = [_EOT_RUN] * (3 * n_seg)
-    runs[0::3] = [leads[k] for k in lead.tolist()]
-    runs[1::3] = encoded
-    run_len = np.ones((n_seg, 3), dtype=np.int64)
-    run_len[:, 0] = np.asarray([len(m) for m in leads], dtype=np.int64)[lead]
-    run_len[:, 1] = np.fromiter(map(len, encoded), dtype=np.int64, count=n_seg)
-    run_mask = np.zeros((n_seg, 3), dtype=np.uint8)
-    run_mask[:, 1:] = (role == ROLES.index("assistant"))[:, None]
-    seg_conv = np.repeat(np.arange(n_conv, dtype=np.int64),
-                         np.fromiter(map(len, conversations), dtype=np.int64, count=n_conv))
-    lengths = np.bincount(seg_conv, weights=run_len.sum(axis=1), minlength=n_conv).astype(np.int64)
-    return ChatRuns(runs, run_mask.reshape(-1), run_len.reshape(-1), np.repeat(seg_conv, 3), lengths)
+    texts: list[str] = []
+    lead: list[int] = []
+    turns: list[int] = []
+    roles: list[int] = []
+    slow: list[int] = []
+    parts: list[str] = []
+    joined = 0
+    cut = len(prefix) if prefix else 0
+    for k, messages in enumerate(conversations):
+        n = len(roles)
+        try:  # plain lists of plain dicts; anything else goes through check_messages
+            if type(messages) is not list:
+                raise TypeError
+            ok = True
+            for i, m in enumerate(messages):
+                content = m["content"]
+                if type(m) is not dict or type(content) is not str:
+                    raise TypeError
+                roles.append(_ROLE_INDEX[m["role"]])
+                if EOT in content or (i and content and content[0].isspace()):
+                    ok = False
+        except (TypeError, KeyError):
+            del roles[n:]
+            check_messages(messages)
+            messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+            roles.extend(_ROLE_INDEX[m["role"]] for m in messages)
+            ok = not any(EOT in m["content"] or (i and m["content"][:1].isspace()) for i, m in enumerate(messages))
+        turns.append(len(messages))
+        if not messages:
+            lead.append(-1)
+            continue
+        if not ok:
+            lead.append(-1)
+            slow.append(k)
+            continue
+        first = messages[0]["content"]
+        kind = roles[n]
+        if cut and kind != 2 and first.startswith(prefix) and len(first) > cut and not first[cut].isspace():
+            first = first[cut:]
+            kind += len(ROLES)
+        lead.append(kind)
+        parts += (first, EOT)
+        for m in messages[1:]:
+            parts += (ROLE_MARKERS[m["role"]], m["content"], EOT)
+        joined += 1
+        if joined == _JOIN:
+            texts.append("".join(parts))
+            parts.clear()
+            joined = 0
+    if parts:
+        texts.append("".join(parts))
+    return _Plan(texts, lead, turns, roles, slow)
 
 
 def encode_chats_flat(conversations: Sequence[Messages], tok: Any = None) -> tuple[Any, Any, Any]:
@@ -259,10 +225,66 @@ def encode_chats_flat(conversations: Sequence[Messages], tok: Any = None) -> tup
 
     Conversation ``k`` occupies ``[offsets[k], offsets[k] + lengths[k])`` with offsets the
     cumulative sum of ``lengths``; the ids and mask are exactly those of ``encode_chat``.
+
+    Built for throughput, with the same ids: each conversation's *lead* (its first marker, plus the
+    math question prefix ``prompts.QUESTION_PREFIX`` when its first turn starts with it) comes from
+    a small table, and the rest of 16 conversations at a time is tokenized as one text with the EOT
+    between turns read as the special token (see ``_plan``), so the tokenizer sees fewer, longer
+    texts and never the shared prefix. The ids are then gathered into place in one numpy pass and
+    the mask is set from the EOT positions, which end every turn.
     """
-    runs = encode_chats_runs(conversations, tok)
-    ids, mask = runs.flat()
-    return ids, mask, runs.lengths
+    import numpy as np
+
+    from llmctl.core.packing import exclusive_cumsum
+    from llmctl.core.prompts import QUESTION_PREFIX
+
+    tok = _tok(tok)
+    markers = _markers(tok)
+    head_ids = shared_prefix_ids(QUESTION_PREFIX, tok)
+    plan = _plan(conversations, QUESTION_PREFIX if head_ids is not None else None)
+    table = [markers[r] for r in ROLES] + ([markers[r] + head_ids for r in ROLES] if head_ids is not None else [])
+    encoded = tok.encode_batch_eot(plan.texts) if plan.texts else []
+    slow = [ids for ids, _ in encode_chats([conversations[k] for k in plan.slow], tok)]
+    pieces = table + encoded + slow
+    piece_len = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    piece_at = exclusive_cumsum(piece_len)
+    pool = np.fromiter(chain.from_iterable(pieces), dtype=np.int32, count=int(piece_len.sum()))
+
+    n_conv = len(plan.turns)
+    lead = np.asarray(plan.lead, dtype=np.int64)
+    turns = np.asarray(plan.turns, dtype=np.int64)
+    fast = lead >= 0
+    span_at = np.zeros((n_conv, 2), dtype=np.int64)  # (lead, body) start in the pool
+    span_len = np.zeros((n_conv, 2), dtype=np.int64)
+    span_at[fast, 0] = piece_at[lead[fast]]
+    span_len[fast, 0] = piece_len[lead[fast]]
+    if encoded:  # joined bodies follow each other in the pool; each ends with its last turn's EOT
+        lo = int(piece_at[len(table)])
+        hi = lo + int(piece_len[len(table):len(table) + len(encoded)].sum())
+        ends = np.flatnonzero(pool[lo:hi] == EOT_ID) + lo + 1
+        body_end = ends[np.cumsum(turns[fast]) - 1]
+        span_at[fast, 1] = np.concatenate([[lo], body_end[:-1]])
+        span_len[fast, 1] = body_end - span_at[fast, 1]
+    slow_ix = np.asarray(plan.slow, dtype=np.int64)
+    span_at[slow_ix, 1] = piece_at[len(table) + len(encoded):]
+    span_len[slow_ix, 1] = piece_len[len(table) + len(encoded):]
+    span_at, span_len = span_at.reshape(-1), span_len.reshape(-1)
+    lengths = span_len.reshape(n_conv, 2).sum(axis=1)
+    total = int(lengths.sum())
+    where = np.repeat(span_at - exclusive_cumsum(span_len), span_len)
+    where += np.arange(total, dtype=np.int64)
+    ids = pool[where]
+
+    turn_end = np.flatnonzero(ids == EOT_ID)
+    if len(turn_end) != len(plan.roles):
+        raise AssertionError(f"chat encoding: {len(turn_end)} EOT ids for {len(plan.roles)} turns")
+    turn_start = np.concatenate([[0], turn_end[:-1] + 1]).astype(np.int64)
+    assistant = np.asarray(plan.roles, dtype=np.int64) == ROLES.index("assistant")
+    edge = np.zeros(total + 1, dtype=np.int8)  # +1 where a trained span starts, -1 just past its EOT
+    edge[turn_start[assistant] + len(markers["assistant"])] = 1
+    edge[turn_end[assistant] + 1] = -1
+    mask = np.cumsum(edge[:-1], dtype=np.int8).view(np.uint8)
+    return ids, mask, lengths
 
 
 def encode_chat(messages: Messages, tok: Any = None) -> tuple[list[int], list[int]]:

@@ -217,21 +217,21 @@ def pack_conversations(convs: list[list[dict[str, str]]], tok: Any, seq_len: int
     because truncation to ``seq_len`` cut off all its targets (the others keep their order)."""
     import numpy as np
 
-    from llmctl.core.chat import encode_chats_runs
+    from llmctl.core.chat import encode_chats_flat
     from llmctl.core.packing import exclusive_cumsum, pack_flat
 
-    enc = encode_chats_runs(convs, tok)
-    lengths, run_len, run_conv = enc.lengths, enc.run_len, enc.run_conv
+    ids, mask, lengths = encode_chats_flat(convs, tok)
     # an example whose targets are all cut off by truncation teaches nothing: drop it
-    run_off = exclusive_cumsum(run_len) - exclusive_cumsum(lengths)[run_conv]
-    in_row = np.clip(seq_len - run_off, 0, run_len)
-    keep = np.bincount(run_conv, weights=in_row * enc.run_mask, minlength=len(lengths)) > 0
+    trained = np.zeros(len(mask) + 1, dtype=np.int64)
+    np.cumsum(mask, out=trained[1:])
+    start = exclusive_cumsum(lengths)
+    keep = trained[start + np.minimum(lengths, seq_len)] > trained[start]
     if not keep.any():
         raise InputError("prepare-sft", None, "no examples left to pack")
     if not keep.all():
-        enc = enc.select(keep)
-    ids, mask = enc.flat()
-    return pack_flat(ids, mask, enc.lengths, seq_len, pad_id=tok.eot_id, seed=seed), keep
+        kept = np.repeat(keep, lengths)
+        ids, mask, lengths = ids[kept], mask[kept], lengths[keep]
+    return pack_flat(ids, mask, lengths, seq_len, pad_id=tok.eot_id, seed=seed), keep
 
 
 def build(params: PrepareSFTParams, tok: Any, policy: ErrorPolicy) -> dict[str, Any]:

@@ -85,6 +85,12 @@ class Tokenizer:
             return []
         return self._enc.encode_ordinary_batch(texts)
 
+    def encode_batch_eot(self, texts: list[str]) -> list[list[int]]:
+        """``encode_batch``, except that each ``<|endoftext|>`` in the texts becomes the EOT id."""
+        if not texts:
+            return []
+        return self._enc.encode_batch(texts, allowed_special={EOT_TOKEN})
+
     def decode(self, ids: Any) -> str:
         """Text of ``ids`` (invalid UTF-8 replaced); ids past the real vocab are dropped."""
         ids = [int(i) for i in ids if 0 <= int(i) < N_VOCAB]

@@ -10,27 +10,29 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmctl.core.chat import ROLES, encode_chats, encode_chats_flat, encode_chats_runs, shared_prefix_ids
+from llmctl.core.chat import EOT, ROLES, encode_chats, encode_chats_flat, shared_prefix_ids
 from llmctl.core.packing import best_fit_decreasing, pack_flat
 from llmctl.core.prompts import QUESTION_PREFIX, format_question
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
-conversation = st.lists(st.builds(lambda r, c: {"role": r, "content": c}, st.sampled_from(ROLES), text), max_size=4)
+# pieces at the seams of the joined encoding: EOT and its fragments, leading spaces, markers
+SEAMS = [EOT, "<|endoftext", "|>", "<|", "\n", " ", "\t", "\u00a0", "\u2028", "User:\n", "Assistant:\n", "'s",
+         "7", "x", ".", QUESTION_PREFIX]
+tricky = st.lists(st.one_of(st.sampled_from(SEAMS), text), max_size=4).map("".join)
+conversation = st.lists(st.builds(lambda r, c: {"role": r, "content": c}, st.sampled_from(ROLES),
+                                  st.one_of(text, tricky)), max_size=4)
 
 
 @SETTINGS
-@given(st.lists(conversation, max_size=6))
-def test_flat_and_runs_are_encode_chats_concatenated(tokenizer, convs):
+@given(st.lists(conversation, max_size=40))
+def test_flat_is_encode_chats_concatenated(tokenizer, convs):
     want = encode_chats(convs, tokenizer)
     ids, mask, lengths = encode_chats_flat(convs, tokenizer)
     assert ids.dtype == np.int32 and mask.dtype == np.uint8 and lengths.dtype == np.int64
     assert lengths.tolist() == [len(i) for i, _ in want]
     assert ids.tolist() == [t for i, _ in want for t in i]
     assert mask.tolist() == [t for _, m in want for t in m]
-    runs = encode_chats_runs(convs, tokenizer)
-    assert [len(r) for r in runs.runs] == runs.run_len.tolist()
-    assert np.bincount(runs.run_conv, weights=runs.run_len, minlength=len(convs)).tolist() == lengths.tolist()
 
 
 prefixed = st.builds(lambda head, rest: QUESTION_PREFIX + head + rest,
@@ -125,3 +127,42 @@ def test_local_arrow_cache_is_kept_and_follows_file_changes(tmp_path, monkeypatc
     f.write_text('{"q": "c"}\n')
     assert [r.data["q"] for r in iter_records(str(f))] == ["c"]
     assert not first.exists() and [p.name for p in first.parent.iterdir()] == [Path(local_cache_dir(f)).name]
+
+
+def test_flat_equals_plain_encoding_on_every_real_sft_conversation(tokenizer, shared_data, tmp_path, monkeypatch):
+    """All Alpaca / Dolly / GSM8K conversations the stage reads, plus arithmetic ones."""
+    from llmctl.core.prepare_sft import arithmetic_conversations, read_source
+    from llmctl.core.records import ErrorPolicy
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    files = {"alpaca": shared_data / "alpaca" / "alpaca_small.json",
+             "dolly": shared_data / "dolly" / "databricks-dolly-15k.head49.jsonl", "gsm8k": shared_data / "gsm8k"}
+    convs = [c for name, f in files.items() for c in read_source(name, str(f), ErrorPolicy())[0]]
+    convs += arithmetic_conversations(300, [1, 2, 3], seed=5)
+    assert len(convs) > 9000
+    want = encode_chats(convs, tokenizer)
+    ids, mask, lengths = encode_chats_flat(convs, tokenizer)
+    assert lengths.tolist() == [len(i) for i, _ in want]
+    assert np.array_equal(ids, np.concatenate([i for i, _ in want]))
+    assert np.array_equal(mask, np.concatenate([m for _, m in want]))
+
+
+@SETTINGS
+@given(st.lists(conversation, min_size=1, max_size=30), st.integers(16, 40))
+def test_pack_conversations_drops_exactly_the_examples_without_targets_in_a_row(tokenizer, convs, seq_len):
+    from llmctl.core.prepare_sft import pack_conversations
+    from llmctl.core.records import InputError
+
+    want = encode_chats(convs, tokenizer)
+    keep_ref = [any(m[:seq_len]) for _, m in want]
+    if not any(keep_ref):
+        with pytest.raises(InputError, match="no examples left"):
+            pack_conversations(convs, tokenizer, seq_len, seed=0)
+        return
+    packed, keep = pack_conversations(convs, tokenizer, seq_len, seed=0)
+    assert keep.tolist() == keep_ref
+    kept = [w for w, k in zip(want, keep_ref, strict=True) if k]
+    assert packed.example_length.tolist() == [min(len(i), seq_len) for i, _ in kept]
+    for j, (ids, mask) in enumerate(kept):
+        r, s, n = packed.example_row[j], packed.example_start[j], packed.example_length[j]
+        assert packed.tokens[r, s:s + n].tolist() == ids[:n] and packed.loss_mask[r, s:s + n].tolist() == mask[:n]
