@@ -12,6 +12,9 @@ appended, not encoded) in the same run. A second reference row is tiktoken's own
   on a user's second run
 - ``end to end, cold``: the same with an empty ``datasets`` cache (a first run: JSON parsed and
   arrow files written)
+- ``read only``: reading the sources into conversations (warm cache, no tokenizer, nothing
+  written): its ratio is the ceiling of the end-to-end ratio on this machine, what the stage
+  would reach if encoding, packing and writing took no time at all
 
 Each measured repeat runs right after its own baseline run (the machine is shared and noisy), so
 besides the best time of each, the median of the per-repeat paired ratios (tokens/s against the
@@ -66,6 +69,9 @@ def main() -> None:
     def warm() -> dict:
         return ps.run(ws, params)
 
+    def read() -> int:
+        return sum(len(ps.read_source(name, getattr(params, name), ErrorPolicy())[0]) for name in params.sources)
+
     def cold() -> dict:
         os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(dir=tmp, prefix="cold-")
         try:
@@ -75,7 +81,7 @@ def main() -> None:
 
     os.environ["HF_DATASETS_CACHE"] = str(tmp / "hf" / "datasets")
     warm()  # build the warm cache
-    measured = {"core": core, "warm": warm, "cold": cold}
+    measured = {"core": core, "warm": warm, "cold": cold, "read": read}
     times: dict[str, list[float]] = {k: [] for k in measured}
     base: dict[str, list[float]] = {k: [] for k in measured}
     tiktoken_times: list[float] = []
@@ -103,7 +109,7 @@ def main() -> None:
     print(f"{'what':32} {'best s':>8} {'median s':>9} {'examples/s':>12} {'tokens/s':>12} {'best/raw':>9} "
           f"{'paired':>7}")
     labels = {"core": "encode + pack (in memory)", "warm": "end to end, warm datasets cache",
-              "cold": "end to end, cold datasets cache"}
+              "cold": "end to end, cold datasets cache", "read": "read only (end-to-end ceiling)"}
     # (label, times, tokens, the baseline runs paired with those times or None)
     rows = [("raw encode_batch (baseline)", raw_all, raw_tokens, raw_all),
             ("tiktoken encode_ordinary_batch", tiktoken_times, raw_tokens, None),
@@ -118,7 +124,7 @@ def main() -> None:
               f"{tokens / best / base_tps:9.2f} {paired:>7}")
     tt = raw_tokens / min(tiktoken_times)
     print("against tiktoken's batch (best vs best): " + ", ".join(
-        f"{k} {pipe_tokens / min(times[k]) / tt:.2f}x" for k in measured))
+        f"{k} {pipe_tokens / min(times[k]) / tt:.2f}x" for k in measured if k != "read"))
 
 
 if __name__ == "__main__":

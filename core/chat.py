@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 from llmctl.core.tokenizer import EOT_ID, EOT_TOKEN
@@ -220,18 +219,59 @@ def _plan(conversations: Sequence[Messages], prefix: str | None) -> _Plan:
     return _Plan(texts, lead, turns, roles, slow)
 
 
-def encode_chats_flat(conversations: Sequence[Messages], tok: Any = None) -> tuple[Any, Any, Any]:
-    """``encode_chats`` as flat numpy arrays: (ids int32, loss_mask uint8, lengths int64).
+@dataclass
+class ChatSpans:
+    """Encoded conversations as spans of one pool of ids: conversation ``k`` is span ``2k`` (its
+    lead: first marker, and the question prefix when cut) then span ``2k + 1`` (the rest).
 
-    Conversation ``k`` occupies ``[offsets[k], offsets[k] + lengths[k])`` with offsets the
-    cumulative sum of ``lengths``; the ids and mask are exactly those of ``encode_chat``.
+    ``pool`` int32 ids and ``pool_mask`` uint8 loss mask (one per pool id); ``span_at`` /
+    ``span_len`` int64 (2 * conversations,). Spans may share pool ids (every lead comes from a
+    small table), so the pool is only read through the spans.
+    """
 
-    Built for throughput, with the same ids: each conversation's *lead* (its first marker, plus the
-    math question prefix ``prompts.QUESTION_PREFIX`` when its first turn starts with it) comes from
-    a small table, and the rest of 16 conversations at a time is tokenized as one text with the EOT
-    between turns read as the special token (see ``_plan``), so the tokenizer sees fewer, longer
-    texts and never the shared prefix. The ids are then gathered into place in one numpy pass and
-    the mask is set from the EOT positions, which end every turn.
+    pool: Any
+    pool_mask: Any
+    span_at: Any
+    span_len: Any
+
+    @property
+    def lengths(self) -> Any:
+        """int64 tokens per conversation."""
+        return self.span_len.reshape(-1, 2).sum(axis=1)
+
+    def flat(self) -> tuple[Any, Any, Any]:
+        """(ids int32, loss_mask uint8, lengths int64) with the conversations one after another."""
+        from llmctl.core.packing import gather_spans
+
+        where = gather_spans(self.span_at, self.span_len)
+        return self.pool[where], self.pool_mask[where], self.lengths
+
+    def trained_within(self, n: int) -> Any:
+        """int64 per conversation: loss-mask ones among its first ``n`` tokens."""
+        import numpy as np
+
+        ones = np.zeros(len(self.pool_mask) + 1, dtype=np.int64)
+        np.cumsum(self.pool_mask, out=ones[1:])
+        span_len = self.span_len.reshape(-1, 2)
+        kept = np.clip(n - (np.cumsum(span_len, axis=1) - span_len), 0, span_len).reshape(-1)
+        return (ones[self.span_at + kept] - ones[self.span_at]).reshape(-1, 2).sum(axis=1)
+
+    def select(self, keep: Any) -> ChatSpans:
+        """Only the conversations where the bool array ``keep`` is true (the pool is shared)."""
+        import numpy as np
+
+        spans = np.repeat(keep, 2)
+        return ChatSpans(self.pool, self.pool_mask, self.span_at[spans], self.span_len[spans])
+
+
+def encode_chats_spans(conversations: Sequence[Messages], tok: Any = None) -> ChatSpans:
+    """``encode_chats`` as :class:`ChatSpans`, built for throughput with the same ids and mask.
+
+    Each conversation's lead (its first marker, plus the math question prefix
+    ``prompts.QUESTION_PREFIX`` when its first turn starts with it) comes from a small table, and
+    the rest of 16 conversations at a time is tokenized as one text with the EOT between turns read
+    as the special token (see ``_plan``), so the tokenizer sees fewer, longer texts and never the
+    shared prefix. The mask is set from the EOT positions, which end every turn.
     """
     import numpy as np
 
@@ -248,43 +288,52 @@ def encode_chats_flat(conversations: Sequence[Messages], tok: Any = None) -> tup
     pieces = table + encoded + slow
     piece_len = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
     piece_at = exclusive_cumsum(piece_len)
-    pool = np.fromiter(chain.from_iterable(pieces), dtype=np.int32, count=int(piece_len.sum()))
+    pool = np.empty(int(piece_len.sum()), dtype=np.int32)
+    for piece, a, b in zip(pieces, piece_at.tolist(), (piece_at + piece_len).tolist(), strict=True):
+        pool[a:b] = piece  # faster than np.fromiter over a chain of the lists
 
-    n_conv = len(plan.turns)
+    # every turn after the table ends with an EOT: the fast conversations' turns (bodies one after
+    # another), then the slow ones' (whole conversations)
     lead = np.asarray(plan.lead, dtype=np.int64)
     turns = np.asarray(plan.turns, dtype=np.int64)
     fast = lead >= 0
-    span_at = np.zeros((n_conv, 2), dtype=np.int64)  # (lead, body) start in the pool
-    span_len = np.zeros((n_conv, 2), dtype=np.int64)
+    body0 = int(piece_at[len(table)]) if len(pieces) > len(table) else len(pool)
+    turn_end = np.flatnonzero(pool[body0:] == EOT_ID) + body0
+    turn_conv = np.repeat(np.arange(len(turns)), turns)
+    order = np.argsort(~fast[turn_conv], kind="stable")  # fast conversations' turns first
+    if len(turn_end) != len(order):
+        raise AssertionError(f"chat encoding: {len(turn_end)} EOT ids for {len(order)} turns")
+    turn_start = np.concatenate([[body0], turn_end + 1])[:len(turn_end)]
+    first = np.zeros(len(turn_conv), dtype=bool)
+    first[exclusive_cumsum(turns)[turns > 0]] = True
+    role = np.asarray(plan.roles, dtype=np.int64)[order]
+    marker_here = ~(first & fast[turn_conv])[order]  # a fast conversation's first marker is in its lead
+    trained = role == ROLES.index("assistant")
+    edge = np.zeros(len(pool) + 1, dtype=np.int8)  # +1 where a trained span starts, -1 just past its EOT
+    edge[(turn_start + len(markers["assistant"]) * marker_here)[trained]] = 1
+    edge[turn_end[trained] + 1] -= 1  # may meet the next span's start: they cancel
+    pool_mask = np.cumsum(edge[:-1], dtype=np.int8).view(np.uint8)
+
+    span_at = np.zeros((len(turns), 2), dtype=np.int64)
+    span_len = np.zeros((len(turns), 2), dtype=np.int64)
     span_at[fast, 0] = piece_at[lead[fast]]
     span_len[fast, 0] = piece_len[lead[fast]]
-    if encoded:  # joined bodies follow each other in the pool; each ends with its last turn's EOT
-        lo = int(piece_at[len(table)])
-        hi = lo + int(piece_len[len(table):len(table) + len(encoded)].sum())
-        ends = np.flatnonzero(pool[lo:hi] == EOT_ID) + lo + 1
-        body_end = ends[np.cumsum(turns[fast]) - 1]
-        span_at[fast, 1] = np.concatenate([[lo], body_end[:-1]])
-        span_len[fast, 1] = body_end - span_at[fast, 1]
+    body_end = turn_end[np.cumsum(turns[fast]) - 1] + 1  # the bodies follow each other from body0
+    span_at[fast, 1] = np.concatenate([[body0], body_end])[:len(body_end)]
+    span_len[fast, 1] = body_end - span_at[fast, 1]
     slow_ix = np.asarray(plan.slow, dtype=np.int64)
     span_at[slow_ix, 1] = piece_at[len(table) + len(encoded):]
     span_len[slow_ix, 1] = piece_len[len(table) + len(encoded):]
-    span_at, span_len = span_at.reshape(-1), span_len.reshape(-1)
-    lengths = span_len.reshape(n_conv, 2).sum(axis=1)
-    total = int(lengths.sum())
-    where = np.repeat(span_at - exclusive_cumsum(span_len), span_len)
-    where += np.arange(total, dtype=np.int64)
-    ids = pool[where]
+    return ChatSpans(pool, pool_mask, span_at.reshape(-1), span_len.reshape(-1))
 
-    turn_end = np.flatnonzero(ids == EOT_ID)
-    if len(turn_end) != len(plan.roles):
-        raise AssertionError(f"chat encoding: {len(turn_end)} EOT ids for {len(plan.roles)} turns")
-    turn_start = np.concatenate([[0], turn_end[:-1] + 1]).astype(np.int64)
-    assistant = np.asarray(plan.roles, dtype=np.int64) == ROLES.index("assistant")
-    edge = np.zeros(total + 1, dtype=np.int8)  # +1 where a trained span starts, -1 just past its EOT
-    edge[turn_start[assistant] + len(markers["assistant"])] = 1
-    edge[turn_end[assistant] + 1] = -1
-    mask = np.cumsum(edge[:-1], dtype=np.int8).view(np.uint8)
-    return ids, mask, lengths
+
+def encode_chats_flat(conversations: Sequence[Messages], tok: Any = None) -> tuple[Any, Any, Any]:
+    """``encode_chats`` as flat numpy arrays: (ids int32, loss_mask uint8, lengths int64).
+
+    Conversation ``k`` occupies ``[offsets[k], offsets[k] + lengths[k])`` with offsets the
+    cumulative sum of ``lengths``; the ids and mask are exactly those of ``encode_chat``.
+    """
+    return encode_chats_spans(conversations, tok).flat()
 
 
 def encode_chat(messages: Messages, tok: Any = None) -> tuple[list[int], list[int]]:

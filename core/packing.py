@@ -127,6 +127,15 @@ def _layout(ex_len: Any, seq_len: int, seed: int | None) -> _Layout:
     return _Layout(bins, order, per_row, fill, ex_row, ex_start)
 
 
+def gather_spans(at: Any, length: Any) -> Any:
+    """int64 positions of the spans ``[at[i], at[i] + length[i])`` one after another."""
+    import numpy as np
+
+    where = np.repeat(at - exclusive_cumsum(length), length)
+    where += np.arange(len(where), dtype=np.int64)
+    return where
+
+
 def pack_flat(ids: Any, mask: Any, lengths: Any, seq_len: int, *, pad_id: int, seed: int | None = 0) -> Packed:
     """Pack examples given as flat arrays (example ``j`` is ``lengths[j]`` tokens after ``j-1``).
 
@@ -136,27 +145,40 @@ def pack_flat(ids: Any, mask: Any, lengths: Any, seq_len: int, *, pad_id: int, s
     import numpy as np
 
     lengths = np.asarray(lengths, dtype=np.int64)
+    return pack_spans(ids, mask, exclusive_cumsum(lengths), lengths, 1, seq_len, pad_id=pad_id, seed=seed)
+
+
+def pack_spans(ids: Any, mask: Any, span_at: Any, span_len: Any, spans_per_example: int, seq_len: int, *,
+               pad_id: int, seed: int | None = 0) -> Packed:
+    """Pack examples made of spans of ``ids`` / ``mask``: example ``j`` is spans
+    ``k*j .. k*j + k - 1`` (``k = spans_per_example``) concatenated, span ``i`` being
+    ``ids[span_at[i]:span_at[i] + span_len[i]]``. Otherwise as ``pack_flat``; the rows are
+    gathered from the spans in one pass, so the examples never need to be contiguous.
+    """
+    import numpy as np
+
+    k = spans_per_example
+    span_len = np.asarray(span_len, dtype=np.int64).reshape(-1, k)
+    span_at = np.asarray(span_at, dtype=np.int64).reshape(-1, k)
+    lengths = span_len.sum(axis=1)
+    n_long = int((lengths > seq_len).sum())
+    if n_long:  # keep each example's first seq_len tokens
+        before = np.cumsum(span_len, axis=1) - span_len
+        span_len = np.clip(seq_len - before, 0, span_len)
     ex_len = np.minimum(lengths, seq_len)
-    long = np.flatnonzero(lengths > seq_len)
-    if len(long):  # keep each example's first seq_len tokens
-        keep = np.ones(len(ids), dtype=bool)
-        ends = np.cumsum(lengths)[long]
-        for a, b in zip((ends - lengths[long] + seq_len).tolist(), ends.tolist(), strict=True):
-            keep[a:b] = False
-        ids, mask = ids[keep], mask[keep]
-    total = int(ex_len.sum())
     lay = _layout(ex_len, seq_len, seed)
     n_rows = len(lay.bins)
-    offset = lay.ex_row.astype(np.int64) * seq_len + lay.ex_start - exclusive_cumsum(ex_len)
-    dest = np.repeat(offset, ex_len)
-    dest += np.arange(total, dtype=np.int64)
-    tokens = np.full((n_rows, seq_len), pad_id, dtype=np.int32)
-    loss_mask = np.zeros((n_rows, seq_len), dtype=np.uint8)
-    tokens.reshape(-1)[dest] = ids
-    loss_mask.reshape(-1)[dest] = mask
+    # pieces row by row: each example's spans in column order, then the row's padding, which reads
+    # from seq_len pad slots appended after the ids
+    row_end = np.cumsum(lay.per_row) * k
+    piece_at = np.insert(span_at[lay.order].reshape(-1), row_end, len(ids))
+    piece_len = np.insert(span_len[lay.order].reshape(-1), row_end, seq_len - lay.fill)
+    where = gather_spans(piece_at, piece_len)
+    tokens = np.concatenate([ids, np.full(seq_len, pad_id, dtype=ids.dtype)])[where].astype(np.int32, copy=False)
+    loss_mask = np.concatenate([mask, np.zeros(seq_len, dtype=mask.dtype)])[where].astype(np.uint8, copy=False)
     # example ids row by row: each row's examples in column order, then -1 over its padding
-    row_end = np.cumsum(lay.per_row)
-    piece_id = np.insert(lay.order.astype(np.int32), row_end, -1)
-    piece_len = np.insert(ex_len[lay.order], row_end, seq_len - lay.fill)
-    ex_ids = np.repeat(piece_id, piece_len).reshape(n_rows, seq_len)
-    return Packed(tokens, loss_mask, ex_ids, lay.ex_row, lay.ex_start, ex_len.astype(np.int32), len(long), total)
+    piece_id = np.insert(lay.order.astype(np.int32), row_end // k, -1)
+    piece_ex_len = np.insert(ex_len[lay.order], row_end // k, seq_len - lay.fill)
+    ex_ids = np.repeat(piece_id, piece_ex_len).reshape(n_rows, seq_len)
+    return Packed(tokens.reshape(n_rows, seq_len), loss_mask.reshape(n_rows, seq_len), ex_ids, lay.ex_row,
+                  lay.ex_start, ex_len.astype(np.int32), n_long, int(ex_len.sum()))

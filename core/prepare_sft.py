@@ -215,23 +215,19 @@ def arithmetic_conversations(n: int, levels: list[int], seed: int) -> list[list[
 def pack_conversations(convs: list[list[dict[str, str]]], tok: Any, seq_len: int, seed: int) -> tuple[Any, Any]:
     """Encode and pack conversations: (Packed, keep), ``keep[k]`` false for a conversation dropped
     because truncation to ``seq_len`` cut off all its targets (the others keep their order)."""
-    import numpy as np
 
-    from llmctl.core.chat import encode_chats_flat
-    from llmctl.core.packing import exclusive_cumsum, pack_flat
+    from llmctl.core.chat import encode_chats_spans
+    from llmctl.core.packing import pack_spans
 
-    ids, mask, lengths = encode_chats_flat(convs, tok)
+    enc = encode_chats_spans(convs, tok)
     # an example whose targets are all cut off by truncation teaches nothing: drop it
-    trained = np.zeros(len(mask) + 1, dtype=np.int64)
-    np.cumsum(mask, out=trained[1:])
-    start = exclusive_cumsum(lengths)
-    keep = trained[start + np.minimum(lengths, seq_len)] > trained[start]
+    keep = enc.trained_within(seq_len) > 0
     if not keep.any():
         raise InputError("prepare-sft", None, "no examples left to pack")
     if not keep.all():
-        kept = np.repeat(keep, lengths)
-        ids, mask, lengths = ids[kept], mask[kept], lengths[keep]
-    return pack_flat(ids, mask, lengths, seq_len, pad_id=tok.eot_id, seed=seed), keep
+        enc = enc.select(keep)
+    packed = pack_spans(enc.pool, enc.pool_mask, enc.span_at, enc.span_len, 2, seq_len, pad_id=tok.eot_id, seed=seed)
+    return packed, keep
 
 
 def build(params: PrepareSFTParams, tok: Any, policy: ErrorPolicy) -> dict[str, Any]:
