@@ -142,7 +142,7 @@ def shared_prefix_ids(prefix: str, tok: Any = None) -> list[int] | None:
 
 @dataclass
 class _Plan:
-    """How ``encode_chats_flat`` tokenizes a batch of conversations (see there)."""
+    """How ``encode_chats_spans`` tokenizes a batch of conversations (see ``_plan``)."""
 
     texts: list[str]  # tokenizer inputs: bodies of consecutive joined conversations
     lead: list[int]  # per conversation: index into the lead table, or -1 (encoded turn by turn)
@@ -302,7 +302,7 @@ def encode_chats_spans(conversations: Sequence[Messages], tok: Any = None) -> Ch
     turn_conv = np.repeat(np.arange(len(turns)), turns)
     order = np.argsort(~fast[turn_conv], kind="stable")  # fast conversations' turns first
     if len(turn_end) != len(order):
-        raise AssertionError(f"chat encoding: {len(turn_end)} EOT ids for {len(order)} turns")
+        raise RuntimeError(f"chat encoding: {len(turn_end)} EOT ids for {len(order)} turns")
     turn_start = np.concatenate([[body0], turn_end + 1])[:len(turn_end)]
     first = np.zeros(len(turn_conv), dtype=bool)
     first[exclusive_cumsum(turns)[turns > 0]] = True
