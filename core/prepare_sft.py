@@ -215,7 +215,6 @@ def arithmetic_conversations(n: int, levels: list[int], seed: int) -> list[list[
 def pack_conversations(convs: list[list[dict[str, str]]], tok: Any, seq_len: int, seed: int) -> tuple[Any, Any]:
     """Encode and pack conversations: (Packed, keep), ``keep[k]`` false for a conversation dropped
     because truncation to ``seq_len`` cut off all its targets (the others keep their order)."""
-
     from llmctl.core.chat import encode_chats_spans
     from llmctl.core.packing import pack_spans
 

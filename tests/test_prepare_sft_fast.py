@@ -166,3 +166,14 @@ def test_pack_conversations_drops_exactly_the_examples_without_targets_in_a_row(
     for j, (ids, mask) in enumerate(kept):
         r, s, n = packed.example_row[j], packed.example_start[j], packed.example_length[j]
         assert packed.tokens[r, s:s + n].tolist() == ids[:n] and packed.loss_mask[r, s:s + n].tolist() == mask[:n]
+
+
+@SETTINGS
+@given(st.lists(conversation, max_size=20))
+def test_tiktoken_backend_gives_the_same_flat_encoding(tokenizer, tokenizer_file, convs):
+    from llmctl.core.tokenizer import get_tokenizer
+
+    plain = get_tokenizer(tokenizer_file, backend="tiktoken")
+    assert plain.backend == "tiktoken"
+    for got, want in zip(encode_chats_flat(convs, plain), encode_chats_flat(convs, tokenizer), strict=True):
+        assert np.array_equal(got, want)

@@ -115,6 +115,16 @@ def test_batch_equals_single_and_special_text_stays_ordinary(tokenizer, texts, e
     assert all(EOT_ID not in ids for ids in got)
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=40), max_size=5), max_size=10))
+def test_batch_eot_reads_endoftext_as_the_eot_id_and_the_rest_as_ordinary(tokenizer, pieces):
+    texts = ["<|endoftext|>".join(p) for p in pieces]
+    got = tokenizer.encode_batch_eot(texts)
+    assert got == [tokenizer.reference.encode(t, allowed_special={"<|endoftext|>"}) for t in texts]
+    split = [t.split("<|endoftext|>") for t in texts]  # a piece may itself hold the string
+    assert got == [sum(([EOT_ID] * (i > 0) + tokenizer.encode(s) for i, s in enumerate(p)), []) for p in split]
+
+
 def test_decode_tokens_and_padding_ids(tokenizer):
     text = "Hello world, this is llmctl.\n"
     ids = tokenizer.encode(text)
