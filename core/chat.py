@@ -15,6 +15,8 @@ appended, never encoded. So ``encode_prompt(m)`` is always a prefix of
 ``encode_chat(m + [assistant reply])`` and prompt ids + completion ids equal the SFT ids. (A
 tokenizer run over the whole rendered string, as transformers does with the Jinja template, can
 differ at a few content/marker boundaries, e.g. content that starts with whitespace.)
+``encode_chats_spans`` (the SFT stage's path) gives exactly these ids faster, tokenizing many
+conversations per text wherever that provably cannot move a token boundary.
 
 The loss mask is 1 exactly over each assistant turn's content tokens and the EOT ending it, 0 on
 markers, system and user turns. ``loss_mask[i]`` says whether ``ids[i]`` is a training target:
