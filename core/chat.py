@@ -154,7 +154,19 @@ class _Plan:
 
 
 _ROLE_INDEX = {r: i for i, r in enumerate(ROLES)}
+_ASSISTANT = _ROLE_INDEX["assistant"]
 _JOIN = 16  # conversations per tokenizer text
+
+
+def _joinable(messages: list[dict[str, Any]]) -> bool:
+    """Whether a conversation's body encodes to its turn-by-turn ids (see ``_plan``)."""
+    if EOT in messages[0]["content"]:
+        return False
+    for m in messages[1:]:
+        content = m["content"]
+        if EOT in content or content[:1].isspace():
+            return False
+    return True
 
 
 def _plan(conversations: Sequence[Messages], prefix: str | None) -> _Plan:
@@ -180,31 +192,26 @@ def _plan(conversations: Sequence[Messages], prefix: str | None) -> _Plan:
         try:  # plain lists of plain dicts; anything else goes through check_messages
             if type(messages) is not list:
                 raise TypeError
-            ok = True
-            for i, m in enumerate(messages):
-                content = m["content"]
-                if type(m) is not dict or type(content) is not str:
+            for m in messages:
+                if type(m) is not dict or type(m["content"]) is not str:
                     raise TypeError
                 roles.append(_ROLE_INDEX[m["role"]])
-                if EOT in content or (i and content and content[0].isspace()):
-                    ok = False
         except (TypeError, KeyError):
             del roles[n:]
             check_messages(messages)
             messages = [{"role": m["role"], "content": m["content"]} for m in messages]
             roles.extend(_ROLE_INDEX[m["role"]] for m in messages)
-            ok = not any(EOT in m["content"] or (i and m["content"][:1].isspace()) for i, m in enumerate(messages))
         turns.append(len(messages))
         if not messages:
             lead.append(-1)
             continue
-        if not ok:
+        if not _joinable(messages):
             lead.append(-1)
             slow.append(k)
             continue
         first = messages[0]["content"]
         kind = roles[n]
-        if cut and kind != 2 and first.startswith(prefix) and len(first) > cut and not first[cut].isspace():
+        if cut and kind != _ASSISTANT and first.startswith(prefix) and len(first) > cut and not first[cut].isspace():
             first = first[cut:]
             kind += len(ROLES)
         lead.append(kind)
@@ -310,7 +317,7 @@ def encode_chats_spans(conversations: Sequence[Messages], tok: Any = None) -> Ch
     first[exclusive_cumsum(turns)[turns > 0]] = True
     role = np.asarray(plan.roles, dtype=np.int64)[order]
     marker_here = ~(first & fast[turn_conv])[order]  # a fast conversation's first marker is in its lead
-    trained = role == ROLES.index("assistant")
+    trained = role == _ASSISTANT
     edge = np.zeros(len(pool) + 1, dtype=np.int8)  # +1 where a trained span starts, -1 just past its EOT
     edge[(turn_start + len(markers["assistant"]) * marker_here)[trained]] = 1
     edge[turn_end[trained] + 1] -= 1  # may meet the next span's start: they cancel
@@ -320,9 +327,9 @@ def encode_chats_spans(conversations: Sequence[Messages], tok: Any = None) -> Ch
     span_len = np.zeros((len(turns), 2), dtype=np.int64)
     span_at[fast, 0] = piece_at[lead[fast]]
     span_len[fast, 0] = piece_len[lead[fast]]
-    body_end = turn_end[np.cumsum(turns[fast]) - 1] + 1  # the bodies follow each other from body0
-    span_at[fast, 1] = np.concatenate([[body0], body_end])[:len(body_end)]
-    span_len[fast, 1] = body_end - span_at[fast, 1]
+    # a fast conversation's body runs from its first turn's start to its last turn's EOT
+    span_at[fast, 1] = turn_start[exclusive_cumsum(turns[fast])]
+    span_len[fast, 1] = turn_end[np.cumsum(turns[fast]) - 1] + 1 - span_at[fast, 1]
     slow_ix = np.asarray(plan.slow, dtype=np.int64)
     span_at[slow_ix, 1] = piece_at[len(table) + len(encoded):]
     span_len[slow_ix, 1] = piece_len[len(table) + len(encoded):]
