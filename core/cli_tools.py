@@ -84,6 +84,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def preview_cmd(artifact: str = typer.Argument(..., help="Artifact name (e.g. pile_train, sft_packed) or a path."),
                     row: int = typer.Option(0, "--row", "-r", help="First row (token window for flat token files)."),
                     count: Optional[int] = typer.Option(None, "--count", "-n", help="Rows to show."),
+                    check_gsm8k: bool = typer.Option(
+                        False, "--check-gsm8k", help="Packed SFT rows: check every GSM8K example of the rows "
+                        "shown (trained span exactly <think>…</think><answer>N</answer> + EOT, question "
+                        "untrained); exit 1 naming the row and example on a mismatch."),
                     workspace: Optional[Path] = WorkspaceOpt) -> None:
         """Show an artifact: decoded tokens, packed SFT rows with the trained span, JSONL/Parquet rows, manifests."""
         from rich.console import Console
@@ -100,3 +104,20 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         console = Console()
         for r in render(pv):
             console.print(r)
+        if check_gsm8k:
+            from llmctl.core.prepare_sft import check_gsm8k_row, rows_with_source
+
+            if pv.kind != "sft-h5":
+                raise fail(f"--check-gsm8k needs packed SFT rows; {path.name} is {pv.kind}")
+            shown = range(pv.start, pv.start + pv.count)
+            try:
+                checked = [e for r in shown for e in check_gsm8k_row(path, r, tok)]
+            except ValueError as e:
+                raise fail(f"GSM8K check failed: {e}") from None
+            if not checked:
+                later = [r for r in rows_with_source(path, "gsm8k") if r >= pv.start]
+                hint = f"; the next row with one is {later[0]} (--row {later[0]})" if later else ""
+                raise fail(f"GSM8K check: no GSM8K example in rows {shown.start}..{shown.stop - 1}{hint}")
+            typer.echo(f"GSM8K check: {len(checked)} example(s) in rows {shown.start}..{shown.stop - 1} ok: each "
+                       "trained span is exactly <think>…</think><answer>N</answer><|endoftext|> and no question "
+                       "token is trained")

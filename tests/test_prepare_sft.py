@@ -197,6 +197,30 @@ def test_check_catches_a_misaligned_mask(built, tmp_path):
         check_gsm8k_row(bad, row)
 
 
+def test_preview_check_gsm8k_from_the_cli(built, tmp_path, monkeypatch):
+    """``llmctl preview sft_packed --check-gsm8k``: ok on the real rows, exit 1 on a broken mask."""
+    root, path = built["root"], built["path"]
+    row = rows_with_source(path, "gsm8k")[0]
+    res = invoke(["preview", "sft_packed", "--row", str(row), "--count", "2", "--check-gsm8k",
+                  "--workspace", str(root)], monkeypatch)
+    assert res.exit_code == 0, res.output
+    assert f"in rows {row}..{row + 1} ok" in res.output
+    others = set(range(len(built["a"]["tokens"]))) - set(rows_with_source(path, "gsm8k"))
+    if others:  # a row without GSM8K examples is refused with the next row that has one
+        res = invoke(["preview", "sft_packed", "--row", str(min(others)), "--count", "1", "--check-gsm8k",
+                      "--workspace", str(root)], monkeypatch)
+        assert res.exit_code == 1 and "no GSM8K example" in res.output
+    bad = tmp_path / "bad.h5"
+    shutil.copy(path, bad)
+    with h5py.File(bad, "r+") as f:
+        m = f["loss_mask"][row]
+        m[:] = 1  # the question trained too
+        f["loss_mask"][row] = m
+    res = invoke(["preview", str(bad), "--row", str(row), "--count", "1", "--check-gsm8k",
+                  "--workspace", str(root)], monkeypatch)
+    assert res.exit_code == 1 and "GSM8K check failed" in res.output and f"row {row}" in res.output
+
+
 def test_no_gsm8k_test_question_reaches_sft(built, shared_data):
     test_q = {question_key(json.loads(x)["question"])
               for x in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()}
