@@ -25,7 +25,7 @@ os.environ.setdefault("LLMCTL_TIKTOKEN_FILE", str(SHARED / "tokenizer" / "r50k_b
 
 
 def real_tokens(n: int) -> np.ndarray:
-    from llmctl.core.prepare_pretrain import to_int32
+    from llmctl.core.data.prepare_pretrain import to_int32
     from llmctl.core.tokenizer import get_tokenizer
 
     tok = get_tokenizer()
@@ -46,8 +46,8 @@ def main() -> None:
 
     import h5py
 
-    from llmctl.core.prepare_pretrain import TokenWriter
-    from llmctl.core.token_windows import get_batch_iterator
+    from llmctl.core.data.prepare_pretrain import TokenWriter
+    from llmctl.core.data.token_windows import get_batch_iterator
 
     toks = real_tokens(args.tokens)
     B, T = args.batch_size, args.context

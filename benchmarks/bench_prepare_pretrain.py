@@ -68,7 +68,7 @@ def write_shard(path: Path, docs: list[tuple[str, str]], repeat: int) -> None:
 
 
 def run_prepare(ws_root: Path, shard: Path, run_dir: Path) -> dict:
-    from llmctl.core.prepare_pretrain import PreparePretrainParams, run
+    from llmctl.core.data.prepare_pretrain import PreparePretrainParams, run
     from llmctl.core.workspace import init_workspace
 
     ws = init_workspace(ws_root)

@@ -44,9 +44,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-sft-"))
     os.environ["HF_HOME"] = str(tmp / "hf")
 
-    from llmctl.core import prepare_sft as ps
-    from llmctl.core.chat import ROLE_MARKERS
-    from llmctl.core.records import ErrorPolicy
+    from llmctl.core.data import prepare_sft as ps
+    from llmctl.core.data.chat import ROLE_MARKERS
+    from llmctl.core.data.records import ErrorPolicy
     from llmctl.core.workspace import init_workspace
 
     ws = init_workspace(tmp / "ws")

@@ -32,9 +32,9 @@ os.environ.setdefault("LLMCTL_TIKTOKEN_FILE", str(SHARED / "tokenizer" / "r50k_b
 def grpo_split(args: argparse.Namespace) -> dict[str, float]:
     """Average per-step seconds of a short GRPO run (the first step is a warm-up and is dropped)."""
     from llmctl.core import runs
+    from llmctl.core.data.prepare_rl import PrepareRLParams
+    from llmctl.core.data.prepare_rl import run as prepare_rl
     from llmctl.core.metrics import read_metrics
-    from llmctl.core.prepare_rl import PrepareRLParams
-    from llmctl.core.prepare_rl import run as prepare_rl
     from llmctl.core.rl_params import GRPOParams
     from llmctl.core.workspace import init_workspace
     from llmctl.trainers.checkpoint import save_checkpoint
@@ -64,8 +64,8 @@ def rollout_throughput(args: argparse.Namespace) -> dict[str, float]:
     """Generated tokens/s: ours (KV cache, and without it) vs transformers on identical weights."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from llmctl.core.chat import encode_prompt
-    from llmctl.core.prompts import question_messages
+    from llmctl.core.data.chat import encode_prompt
+    from llmctl.core.data.prompts import question_messages
     from llmctl.core.tokenizer import EOT_ID, N_VOCAB, get_tokenizer
     from llmctl.trainers.export_hf import hf_config, hf_state_dict
     from llmctl.trainers.generate import generate

@@ -32,11 +32,11 @@ def conversations(source: str, n: int) -> list[list[dict[str, str]]]:
     """``n`` chat examples from the arithmetic curriculum or the real Alpaca sample (read as
     ``prepare sft`` reads it)."""
     if source == "arithmetic":
-        from llmctl.core.arithmetic import arithmetic_sft_examples
+        from llmctl.core.data.arithmetic import arithmetic_sft_examples
 
         return arithmetic_sft_examples(n, 1, seed=0)
-    from llmctl.core.prepare_sft import read_source
-    from llmctl.core.records import ErrorPolicy
+    from llmctl.core.data.prepare_sft import read_source
+    from llmctl.core.data.records import ErrorPolicy
 
     convs, _ = read_source("alpaca", str(SHARED / "alpaca" / "alpaca_small.json"), ErrorPolicy())
     return convs[:n]
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=12)
     args = ap.parse_args()
 
-    from llmctl.core.prepare_sft import pack_conversations
+    from llmctl.core.data.prepare_sft import pack_conversations
     from llmctl.core.tokenizer import get_tokenizer
     from llmctl.trainers.model import GPT
 

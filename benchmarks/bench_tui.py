@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
 PY = sys.executable
 
+from llmctl.core.jobs import cli_argv  # noqa: E402
+
 
 def wall(argv: list[str], n: int) -> float:
     """Median wall time of running ``argv`` ``n`` times."""
@@ -91,7 +93,7 @@ def first_frame_tmux(ws: Path, n: int) -> float | None:
         name = f"bench-tui-{os.getpid()}-{i}"
         t = time.perf_counter()
         tmux("new-session", "-d", "-s", name, "-x", "150", "-y", "45", "env", "-u", "COLUMNS", "-u", "LINES",
-             PY, "-m", "llmctl.core.cli", "--workspace", str(ws))
+             *cli_argv("--workspace", str(ws)))
         while "prepare-pretrain" not in tmux("capture-pane", "-p", "-t", name):
             if time.perf_counter() - t > 60:
                 break
@@ -266,7 +268,7 @@ def main() -> None:
         ws = make_workspace(tmp / "ws")
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         bare = wall([PY, "-c", "pass"], n)
-        helpt = wall([PY, "-m", "llmctl.core.cli", "--help"], n)
+        helpt = wall(cli_argv("--help"), n)
         frame = first_frame_headless(ws, n)
         frame_tty = first_frame_tmux(ws, n)
         print(f"\n## startup (median of {n})")

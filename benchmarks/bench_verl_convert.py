@@ -42,8 +42,8 @@ def make_tree(root: Path, train_copies: int, test_copies: int) -> int:
 
 
 def ours(src: Path, out: Path) -> int:
-    from llmctl.core.records import ErrorPolicy
-    from llmctl.core.verl_convert import convert_tree, plan_bootcamp
+    from llmctl.core.data.records import ErrorPolicy
+    from llmctl.core.verl.convert import convert_tree, plan_bootcamp
 
     jobs, _ = plan_bootcamp(src, "test", [])
     report = convert_tree(jobs, out / "files", out / "merged", kind="bootcamp", seed=42, shuffle=True,
@@ -102,8 +102,8 @@ def paired(src: Path, work: Path, repeat: int) -> tuple[list[float], list[float]
 
 
 def bench_scores(repeat: int) -> dict[str, float]:
-    from llmctl.core.prompts import gsm8k_target, parse_gsm8k_gold
-    from llmctl.core.verl_reward import compute_score
+    from llmctl.core.data.prompts import gsm8k_target, parse_gsm8k_gold
+    from llmctl.core.rewards.compute_score import compute_score
 
     recs = [json.loads(line) for line in (DATA / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines()]
     cases = []

@@ -24,14 +24,21 @@ from llmctl.core.artifacts import pid_alive
 
 TERMINAL_STATES = ("done", "failed", "cancelled", "killed")
 
+CLI_MODULE = "llmctl.core.cli"  # the one place the command line's module path is spelled
+
+
+def cli_argv(*words: str) -> list[str]:
+    """``python -m llmctl.core.cli WORDS…`` with this interpreter: how jobs and the app call llmctl."""
+    return [sys.executable, "-m", CLI_MODULE, *words]
+
 
 def stage_argv(command: tuple[str, ...] | list[str], args: list[str], nproc: int = 1) -> list[str]:
     """The full command line for a stage: ``python -m llmctl.core.cli …``, under torchrun if nproc > 1."""
-    cli = ["-m", "llmctl.core.cli", *command, *args]
+    argv = cli_argv(*command, *args)
     if nproc > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={nproc}", *cli]
-    return [sys.executable, *cli]
+                f"--nproc_per_node={nproc}", *argv[1:]]
+    return argv
 
 
 def start_job(runs_dir: str | os.PathLike[str], stage: str, argv: list[str], *,

@@ -101,9 +101,6 @@ def _load(ref: str, stage: str) -> Any:
         raise StageNotBuilt(f"stage {stage} is not built yet ({ref} is missing)") from None
 
 
-C = "llmctl.core"
-T = "llmctl.trainers"
-
 ARTIFACTS: tuple[ArtifactSpec, ...] = (
     ArtifactSpec("pile_train", "data/pile_train.h5", "tokens-h5", "prepare-pretrain", "pretraining tokens"),
     ArtifactSpec("pile_dev", "data/pile_dev.h5", "tokens-h5", "prepare-pretrain", "held-out tokens"),
@@ -125,40 +122,40 @@ ARTIFACTS: tuple[ArtifactSpec, ...] = (
 
 STAGES: tuple[Stage, ...] = (
     Stage("prepare-pretrain", ("prepare", "pretrain"), (), ("pile_train", "pile_dev"),
-          f"{C}.prepare_pretrain:PreparePretrainParams", f"{C}.prepare_pretrain:run",
+          "llmctl.core.data.prepare_pretrain:PreparePretrainParams", "llmctl.core.data.prepare_pretrain:run",
           help="Pile-style shards -> flat int32 token HDF5"),
     Stage("prepare-sft", ("prepare", "sft"), (), ("sft_packed",),
-          f"{C}.prepare_sft:PrepareSFTParams", f"{C}.prepare_sft:run",
+          "llmctl.core.data.prepare_sft:PrepareSFTParams", "llmctl.core.data.prepare_sft:run",
           help="Alpaca / Dolly / GSM8K -> packed chat rows with loss mask"),
     Stage("prepare-prefs", ("prepare", "prefs"), (), ("preferences", "preferences_test"),
-          f"{C}.prepare_prefs:PreparePrefsParams", f"{C}.prepare_prefs:run",
+          "llmctl.core.data.prepare_prefs:PreparePrefsParams", "llmctl.core.data.prepare_prefs:run",
           help="HH-RLHF / UltraFeedback -> prompt/chosen/rejected"),
     Stage("prepare-rl", ("prepare", "rl"), (), ("rl_prompts_train", "rl_prompts_test", "arithmetic_prompts"),
-          f"{C}.prepare_rl:PrepareRLParams", f"{C}.prepare_rl:run",
+          "llmctl.core.data.prepare_rl:PrepareRLParams", "llmctl.core.data.prepare_rl:run",
           help="GSM8K gold answers + arithmetic curriculum"),
     Stage("verl-convert", ("verl", "convert"), (), ("verl_data",),
-          f"{C}.verl_convert:VerlConvertParams", f"{C}.verl_convert:run",
+          "llmctl.core.verl.convert:VerlConvertParams", "llmctl.core.verl.convert:run",
           help="bootcamp / RL-prompt .jsonl -> verl parquet"),
     Stage("pretrain", ("run", "pretrain"), ("pile_train", "pile_dev"), ("ckpt_pretrain",),
-          f"{C}.train_params:PretrainParams", f"{T}.pretrain:run", trains=True,
+          "llmctl.core.train_params:PretrainParams", "llmctl.trainers.pretrain:run", trains=True,
           help="next-token pretraining"),
     Stage("sft", ("run", "sft"), ("ckpt_pretrain?", "sft_packed"), ("ckpt_sft",),
-          f"{C}.train_params:SFTParams", f"{T}.sft:run", trains=True,
+          "llmctl.core.train_params:SFTParams", "llmctl.trainers.sft:run", trains=True,
           help="supervised fine-tuning on packed chat rows"),
     Stage("reward", ("run", "reward"), ("ckpt_sft", "preferences", "preferences_test"), ("ckpt_reward",),
-          f"{C}.rl_params:RewardParams", f"{T}.reward:run", trains=True,
+          "llmctl.core.rl_params:RewardParams", "llmctl.trainers.reward:run", trains=True,
           help="Bradley-Terry reward model"),
     Stage("dpo", ("run", "dpo"), ("ckpt_sft", "preferences", "preferences_test"), ("ckpt_dpo",),
-          f"{C}.rl_params:DPOParams", f"{T}.dpo:run", trains=True,
+          "llmctl.core.rl_params:DPOParams", "llmctl.trainers.dpo:run", trains=True,
           help="direct preference optimisation"),
     Stage("ppo", ("run", "ppo"), ("ckpt_sft", "rl_prompts_train|arithmetic_prompts", "ckpt_reward?"),
-          ("ckpt_ppo",), f"{C}.rl_params:PPOParams", f"{T}.ppo:run", trains=True,
+          ("ckpt_ppo",), "llmctl.core.rl_params:PPOParams", "llmctl.trainers.ppo:run", trains=True,
           help="PPO with value head, reward model or verifier"),
     Stage("grpo", ("run", "grpo"), ("ckpt_sft", "rl_prompts_train|arithmetic_prompts"), ("ckpt_grpo",),
-          f"{C}.rl_params:GRPOParams", f"{T}.grpo:run", trains=True,
+          "llmctl.core.rl_params:GRPOParams", "llmctl.trainers.grpo:run", trains=True,
           help="group-relative policy optimisation with the verifier"),
     Stage("eval", ("eval",), ("ckpt_pretrain|ckpt_sft|ckpt_dpo|ckpt_ppo|ckpt_grpo",), ("eval_results",),
-          f"{C}.train_params:EvalParams", f"{T}.evaluate:run", trains=True,
+          "llmctl.core.train_params:EvalParams", "llmctl.trainers.evaluate:run", trains=True,
           help="dev loss, GSM8K and arithmetic accuracy"),
 )
 

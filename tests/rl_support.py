@@ -15,8 +15,8 @@ SHAPE = {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 256}
 
 def prefs_workspace(ws, shared_data: Path, max_pairs: int):
     """Real HH-RLHF pairs through ``prepare prefs`` (the local helpful-base file, seeded 80/20 split)."""
-    from llmctl.core.prepare_prefs import PreparePrefsParams
-    from llmctl.core.prepare_prefs import run as prepare
+    from llmctl.core.data.prepare_prefs import PreparePrefsParams
+    from llmctl.core.data.prepare_prefs import run as prepare
 
     params = PreparePrefsParams(hh_rlhf=[str(shared_data / "hh-rlhf" / "helpful-base-test.jsonl.gz")],
                                 ultrafeedback=[], max_pairs=max_pairs, test_fraction=0.2)
@@ -26,8 +26,8 @@ def prefs_workspace(ws, shared_data: Path, max_pairs: int):
 
 def rl_workspace(ws, shared_data: Path, arithmetic_n: int = 200, levels: tuple[int, ...] = (1,)):
     """GSM8K prompt files and the arithmetic curriculum through ``prepare rl`` (local GSM8K copy)."""
-    from llmctl.core.prepare_rl import PrepareRLParams
-    from llmctl.core.prepare_rl import run as prepare
+    from llmctl.core.data.prepare_rl import PrepareRLParams
+    from llmctl.core.data.prepare_rl import run as prepare
 
     params = PrepareRLParams(gsm8k=str(shared_data / "gsm8k"), arithmetic_n=arithmetic_n,
                              arithmetic_levels=list(levels), max_examples=200)
@@ -51,8 +51,8 @@ def fresh_model(seed: int = 0, **shape: int):
 
 @functools.lru_cache(maxsize=2)
 def _arithmetic_sft_state(steps: int, batch_size: int, lr: float, seed: int) -> dict[str, torch.Tensor]:
-    from llmctl.core.arithmetic import arithmetic_sft_examples
-    from llmctl.core.chat import encode_chats
+    from llmctl.core.data.arithmetic import arithmetic_sft_examples
+    from llmctl.core.data.chat import encode_chats
     from llmctl.core.tokenizer import EOT_ID, get_tokenizer
 
     tok = get_tokenizer()

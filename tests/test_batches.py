@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from llmctl.core.prepare_pretrain import TokenWriter, to_int32
-from llmctl.core.token_windows import TokenFile, get_batch_iterator, window_starts
+from llmctl.core.data.prepare_pretrain import TokenWriter, to_int32
+from llmctl.core.data.token_windows import TokenFile, get_batch_iterator, window_starts
 
 CHUNK = 1000  # tokens per HDF5 chunk: windows below span several chunks
 

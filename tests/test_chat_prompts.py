@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from llmctl.core.arithmetic import LEVELS, arithmetic_sft_examples, generate_problems, solve
-from llmctl.core.chat import encode_chat
-from llmctl.core.prompts import (
+from llmctl.core.data.arithmetic import LEVELS, arithmetic_sft_examples, generate_problems, solve
+from llmctl.core.data.chat import encode_chat
+from llmctl.core.data.prompts import (
     GSM8K_INSTRUCTION,
     format_answer,
     format_question,

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from llmctl.core.chat import (
+from llmctl.core.data.chat import (
     ASSISTANT_MARKER,
     ROLE_MARKERS,
     ROLES,
@@ -24,7 +24,7 @@ from llmctl.core.chat import (
     render_chat,
     render_prompt,
 )
-from llmctl.core.prompts import format_question, gsm8k_target
+from llmctl.core.data.prompts import format_question, gsm8k_target
 from llmctl.core.tokenizer import EOT_ID
 
 EOT = "<|endoftext|>"
@@ -140,7 +140,7 @@ def test_encode_chats_matches_one_by_one(tokenizer):
 
 
 def _real_conversations(shared_data, n=150):
-    from llmctl.core.prepare_prefs import parse_hh_transcript
+    from llmctl.core.data.prepare_prefs import parse_hh_transcript
 
     convs = []
     with open(shared_data / "gsm8k" / "train.jsonl") as f:

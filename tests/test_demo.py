@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llmctl.core.demo import STOP_POINTS, demo_steps
+from llmctl.core.cli.demo import STOP_POINTS, demo_steps
 from llmctl.core.workspace import Workspace
 
 

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from llmctl.core.cli import app
-from llmctl.core.prompts import parse_gsm8k_gold
+from llmctl.core.data.prompts import parse_gsm8k_gold
 from llmctl.core.status import artifact_statuses
 from llmctl.core.train_params import EvalParams
 from llmctl.trainers import evaluate

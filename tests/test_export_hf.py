@@ -8,9 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from llmctl.core.chat import encode_chat, encode_prompt
 from llmctl.core.cli import app
-from llmctl.core.prompts import format_answer, question_messages
+from llmctl.core.data.chat import encode_chat, encode_prompt
+from llmctl.core.data.prompts import format_answer, question_messages
 from llmctl.trainers.checkpoint import save_checkpoint
 from llmctl.trainers.generate import generate
 from llmctl.trainers.model import GPT, GPTConfig

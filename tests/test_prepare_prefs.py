@@ -10,9 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from llmctl.core.chat import encode_chat, encode_prompt
 from llmctl.core.cli import app
-from llmctl.core.prepare_prefs import parse_hh_transcript, prompt_key
+from llmctl.core.data.chat import encode_chat, encode_prompt
+from llmctl.core.data.prepare_prefs import parse_hh_transcript, prompt_key
 from llmctl.core.tokenizer import EOT_ID
 from llmctl.core.workspace import init_workspace
 from llmctl.trainers.pref_data import PreferenceDataset, collate_pairs, encode_pair, read_pairs

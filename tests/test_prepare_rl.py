@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from llmctl.core.cli import app
-from llmctl.core.prepare_sft import question_key
+from llmctl.core.data.prepare_sft import question_key
 from llmctl.core.workspace import init_workspace
 
 runner = CliRunner()

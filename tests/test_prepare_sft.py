@@ -13,16 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from llmctl.core.chat import encode_chat
 from llmctl.core.cli import app
-from llmctl.core.prepare_sft import (
+from llmctl.core.data.chat import encode_chat
+from llmctl.core.data.prepare_sft import (
     check_gsm8k_example,
     check_gsm8k_row,
     iter_examples,
     question_key,
     rows_with_source,
 )
-from llmctl.core.prompts import format_question, gsm8k_target
+from llmctl.core.data.prompts import format_question, gsm8k_target
 from llmctl.core.tokenizer import EOT_ID
 from llmctl.core.workspace import init_workspace
 
@@ -353,7 +353,7 @@ def test_missing_file_and_unknown_source(workspace, monkeypatch, tmp_path):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(1, 70), min_size=1, max_size=120), st.integers(8, 64))
 def test_best_fit_decreasing_packs_every_example_once(lengths, cap):
-    from llmctl.core.packing import best_fit_decreasing, pack_examples
+    from llmctl.core.data.packing import best_fit_decreasing, pack_examples
 
     clipped = [min(n, cap) for n in lengths]
     bins = best_fit_decreasing(clipped, cap)

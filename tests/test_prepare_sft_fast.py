@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmctl.core.chat import EOT, ROLES, encode_chats, encode_chats_flat, shared_prefix_ids
-from llmctl.core.packing import best_fit_decreasing, pack_flat
-from llmctl.core.prompts import QUESTION_PREFIX, format_question
+from llmctl.core.data.chat import EOT, ROLES, encode_chats, encode_chats_flat, shared_prefix_ids
+from llmctl.core.data.packing import best_fit_decreasing, pack_flat
+from llmctl.core.data.prompts import QUESTION_PREFIX, format_question
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
@@ -115,7 +115,7 @@ def test_pack_flat_matches_the_per_example_loop(lengths, cap, seed):
 
 
 def test_local_arrow_cache_is_kept_and_follows_file_changes(tmp_path, monkeypatch):
-    from llmctl.core.hf_sources import iter_records, local_cache_dir
+    from llmctl.core.data.hf_sources import iter_records, local_cache_dir
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     f = tmp_path / "d.jsonl"
@@ -131,8 +131,8 @@ def test_local_arrow_cache_is_kept_and_follows_file_changes(tmp_path, monkeypatc
 
 def test_flat_equals_plain_encoding_on_every_real_sft_conversation(tokenizer, shared_data, tmp_path, monkeypatch):
     """All Alpaca / Dolly / GSM8K conversations the stage reads, plus arithmetic ones."""
-    from llmctl.core.prepare_sft import arithmetic_conversations, read_source
-    from llmctl.core.records import ErrorPolicy
+    from llmctl.core.data.prepare_sft import arithmetic_conversations, read_source
+    from llmctl.core.data.records import ErrorPolicy
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     files = {"alpaca": shared_data / "alpaca" / "alpaca_small.json",
@@ -150,8 +150,8 @@ def test_flat_equals_plain_encoding_on_every_real_sft_conversation(tokenizer, sh
 @SETTINGS
 @given(st.lists(conversation, min_size=1, max_size=30), st.integers(16, 40))
 def test_pack_conversations_drops_exactly_the_examples_without_targets_in_a_row(tokenizer, convs, seq_len):
-    from llmctl.core.prepare_sft import pack_conversations
-    from llmctl.core.records import InputError
+    from llmctl.core.data.prepare_sft import pack_conversations
+    from llmctl.core.data.records import InputError
 
     want = encode_chats(convs, tokenizer)
     keep_ref = [any(m[:seq_len]) for _, m in want]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmctl.core.report import MAX_CHARTS_PER_RUN, _chart_groups
+from llmctl.core.cli.report import MAX_CHARTS_PER_RUN, _chart_groups
 
 # the metric keys a GRPO run logs (trainers/grpo.py), sorted as summarize_metrics gives them
 GRPO_KEYS = sorted(["reward", "reward_std", "frac_reward_zero_std", "rewards/correct", "rewards/format", "kl",

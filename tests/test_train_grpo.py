@@ -48,9 +48,9 @@ def test_params_validate():
 
 
 def test_prompt_rows_render_with_the_shared_instruction(ws):
-    from llmctl.core.chat import encode_prompt
-    from llmctl.core.prompts import question_messages
-    from llmctl.core.records import InputError
+    from llmctl.core.data.chat import encode_prompt
+    from llmctl.core.data.prompts import question_messages
+    from llmctl.core.data.records import InputError
     from llmctl.trainers import rollout as RO
 
     tok = ws.tokenizer()

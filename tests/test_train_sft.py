@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from llmctl.core.arithmetic import arithmetic_sft_examples
 from llmctl.core.artifacts import ready_checkpoints
-from llmctl.core.chat import encode_chats
+from llmctl.core.data.arithmetic import arithmetic_sft_examples
+from llmctl.core.data.chat import encode_chats
+from llmctl.core.data.packing import pack_examples
 from llmctl.core.metrics import read_metrics
-from llmctl.core.packing import pack_examples
 from llmctl.core.tokenizer import EOT_ID
 from llmctl.core.train_params import SFTParams
 from llmctl.trainers import sft

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from llmctl.core import math_equiv
-from llmctl.core.verifier import (
+from llmctl.core.rewards import math_equiv
+from llmctl.core.rewards.verifier import (
     MAX_TAIL_CHARS,
     ScoreResult,
     answers_match,
@@ -120,7 +120,7 @@ def test_score_fields():
 
 
 def test_real_gsm8k_gold(shared_data):
-    from llmctl.core.prompts import gsm8k_target, parse_gsm8k_gold
+    from llmctl.core.data.prompts import gsm8k_target, parse_gsm8k_gold
 
     for rec in _gsm8k(shared_data):
         gold = parse_gsm8k_gold(rec["answer"])

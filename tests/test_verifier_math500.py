@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from llmctl.core.verifier import score
+from llmctl.core.rewards.verifier import score
 
 # kind -> (rewrite or None when it does not apply, required share of correct verdicts)
 Rewrite = Callable[[str], "str | None"]
@@ -121,7 +121,7 @@ def _check(results: dict[str, tuple[int, int, list]]) -> None:
 
 @pytest.mark.timeout(300)
 def test_math500_subset(shared_data, monkeypatch):
-    from llmctl.core import math_equiv
+    from llmctl.core.rewards import math_equiv
 
     monkeypatch.setattr(math_equiv, "DEFAULT_TIMEOUT_S", 10.0)  # a loaded CI box must not flip verdicts
     answers = _answers(shared_data)
@@ -134,7 +134,7 @@ def test_math500_subset(shared_data, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_math500_all(shared_data, monkeypatch):
-    from llmctl.core import math_equiv
+    from llmctl.core.rewards import math_equiv
 
     monkeypatch.setattr(math_equiv, "DEFAULT_TIMEOUT_S", 10.0)
     results = _run(_answers(shared_data))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from llmctl.core.verl_check import build_responses, check_sources, parquet_files, read_rows
-from llmctl.core.verl_convert import VerlConvertParams, run
-from llmctl.core.verl_launch import LaunchOptions, build_command, build_overrides, verl_config_dir
+from llmctl.core.verl.check import build_responses, check_sources, parquet_files, read_rows
+from llmctl.core.verl.convert import VerlConvertParams, run
+from llmctl.core.verl.launch import LaunchOptions, build_command, build_overrides, verl_config_dir
 
 
 def _llmctl(*args: str, ws: Path) -> subprocess.CompletedProcess:

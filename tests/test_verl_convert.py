@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from llmctl.core.records import InputError
-from llmctl.core.verl_convert import VerlConvertParams, run
+from llmctl.core.data.records import InputError
+from llmctl.core.verl.convert import VerlConvertParams, run
 
 FILES = {  # source tree layout -> real file
     "train/game24.jsonl": "game24.jsonl",
@@ -168,7 +168,7 @@ def test_bad_lines_name_file_line_and_field(workspace, src_tree):
 
 
 def _write_rl_prompts(ws, shared_data: Path) -> None:
-    from llmctl.core.prompts import parse_gsm8k_gold
+    from llmctl.core.data.prompts import parse_gsm8k_gold
 
     for split, n in (("train", 30), ("test", 20)):
         with open(shared_data / "gsm8k" / f"{split}.jsonl", encoding="utf-8") as f:
@@ -182,7 +182,7 @@ def _write_rl_prompts(ws, shared_data: Path) -> None:
 
 
 def test_rl_prompts_and_kinds_side_by_side(workspace, src_tree, shared_data):
-    from llmctl.core.prompts import format_question
+    from llmctl.core.data.prompts import format_question
 
     run(workspace, VerlConvertParams(src=str(src_tree)), None)
     _write_rl_prompts(workspace, shared_data)

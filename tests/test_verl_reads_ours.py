@@ -15,8 +15,8 @@ def test_rlhf_dataset_renders_our_prompts(workspace, shared_data, tmp_path, monk
     from transformers import AutoTokenizer
     from typer.testing import CliRunner
 
-    from llmctl.core.chat import encode_prompt
     from llmctl.core.cli import app
+    from llmctl.core.data.chat import encode_prompt
     from llmctl.trainers.checkpoint import save_checkpoint
     from llmctl.trainers.export_hf import export_hf
     from llmctl.trainers.model import GPT

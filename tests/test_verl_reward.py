@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmctl.core import bootcamp_verifiers as bv
+from llmctl.core.rewards import bootcamp_verifiers as bv
 from llmctl.core.verl_reward import compute_score, reset_reward_warnings, reward_warnings
 
 BOOTCAMP_FILES = {
@@ -40,7 +40,7 @@ def _fresh_counters():
 # ---- math sources ------------------------------------------------------------------------------
 
 def test_gsm8k_real_gold(shared_data):
-    from llmctl.core.prompts import gsm8k_target, parse_gsm8k_gold
+    from llmctl.core.data.prompts import gsm8k_target, parse_gsm8k_gold
 
     with open(shared_data / "gsm8k" / "test.jsonl", encoding="utf-8") as f:
         recs = [json.loads(line) for _, line in zip(range(100), f, strict=False)]
@@ -292,7 +292,7 @@ def _verl_import_utils():
 
 
 def test_verl_loader_resolves_pkg_and_file_paths():
-    from llmctl.core.verl_launch import reward_path
+    from llmctl.core.verl.launch import reward_path
 
     iu = _verl_import_utils()
     for ref in ("pkg", "file"):

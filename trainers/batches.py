@@ -25,13 +25,13 @@ def _to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-# ---- pretraining: windows of the flat token file (core.token_windows) -----------------------------
+# ---- pretraining: windows of the flat token file (core.data.token_windows) -----------------------------
 
 def token_batches(path: str | os.PathLike[str], context_length: int, batch_size: int, seed: int,
                   device: torch.device, *, rank: int = 0, world_size: int = 1,
                   start_step: int = 0) -> Iterator[Batch]:
     """``{"x", "y"}`` (batch_size, context_length) windows of a flat token file, from ``start_step`` on."""
-    from llmctl.core.token_windows import get_batch_iterator
+    from llmctl.core.data.token_windows import get_batch_iterator
 
     it = get_batch_iterator(path, context_length, batch_size, seed, rank=rank, world_size=world_size,
                             start_step=start_step)

@@ -65,7 +65,7 @@ def arithmetic_rows(ws: Any, params: EvalParams) -> tuple[list[dict[str, Any]], 
         rows = [r for r in read_jsonl(path, 10**9) if not params.arithmetic_level
                 or int(r.get("level", 0)) == params.arithmetic_level]
         return rows[: params.arithmetic_n], str(path)
-    from llmctl.core.arithmetic import MAX_LEVEL, generate_problems
+    from llmctl.core.data.arithmetic import MAX_LEVEL, generate_problems
 
     levels = [params.arithmetic_level] if params.arithmetic_level else list(range(1, MAX_LEVEL + 1))
     per = -(-params.arithmetic_n // len(levels))
@@ -75,10 +75,10 @@ def arithmetic_rows(ws: Any, params: EvalParams) -> tuple[list[dict[str, Any]], 
 
 def encode_question(question: str, tok: Any, chat: bool) -> tuple[list[int], str]:
     """Prompt ids and text for one question: the chat prompt, or the bare formatted question."""
-    from llmctl.core.prompts import format_question, question_messages
+    from llmctl.core.data.prompts import format_question, question_messages
 
     if chat:
-        from llmctl.core.chat import encode_prompt, render_prompt
+        from llmctl.core.data.chat import encode_prompt, render_prompt
 
         messages = question_messages(question)
         return encode_prompt(messages, tok), render_prompt(messages)
@@ -89,7 +89,7 @@ def encode_question(question: str, tok: Any, chat: bool) -> tuple[list[int], str
 def answer_questions(model: Any, tok: Any, rows: list[dict[str, Any]], params: EvalParams, task: str,
                      dtype: torch.dtype) -> list[dict[str, Any]]:
     """Greedy answers to ``rows`` (``prompt``, ``gold``) scored by the verifier; one record per row."""
-    from llmctl.core.verifier import score
+    from llmctl.core.rewards.verifier import score
 
     out = []
     for i in range(0, len(rows), params.batch_size):

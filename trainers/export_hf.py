@@ -149,7 +149,7 @@ def write_tokenizer(out: Path, ranks: dict[bytes, int], model_max_length: int, c
 def export_hf(ckpt: str | os.PathLike[str], out: str | os.PathLike[str], *, ranks_file: str | None = None,
               pad_vocab: bool = False) -> Path:
     """Write a transformers GPT-2 folder for checkpoint ``ckpt`` at ``out`` (atomically); return it."""
-    from llmctl.core.chat import chat_template_jinja
+    from llmctl.core.data.chat import chat_template_jinja
     from llmctl.core.tokenizer import get_tokenizer, read_ranks_file
 
     model, state = load_checkpoint(ckpt, "cpu")

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from llmctl.core.chat import encode_completion, encode_prompt
+from llmctl.core.data.chat import encode_completion, encode_prompt
 from llmctl.core.tokenizer import EOT_ID
 
 

@@ -1,6 +1,6 @@
 """``llmctl run pretrain``: next-token training on the flat token files.
 
-Windows of ``data/pile_train.h5`` (``core.token_windows``) feed :func:`loop.fit`; eval loss comes
+Windows of ``data/pile_train.h5`` (``core.data.token_windows``) feed :func:`loop.fit`; eval loss comes
 from fixed windows of ``data/pile_dev.h5`` when it exists. Starts fresh from ``--preset`` (or from
 ``--init CKPT``), or continues a stopped run exactly with ``--resume CKPT|last``.
 """

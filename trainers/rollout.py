@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from llmctl.core.chat import encode_prompt
-from llmctl.core.prompts import question_messages
-from llmctl.core.records import InputError
+from llmctl.core.data.chat import encode_prompt
+from llmctl.core.data.prompts import question_messages
+from llmctl.core.data.records import InputError
+from llmctl.core.rewards.verifier import ScoreResult, score
 from llmctl.core.tokenizer import EOT_ID
-from llmctl.core.verifier import ScoreResult, score
 from llmctl.trainers.generate import generate
 from llmctl.trainers.rl_losses import entropy_from_logits, gather_logprobs
 

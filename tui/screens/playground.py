@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 from rich.text import Text
@@ -21,12 +20,13 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, RichLog, Select, Static, Switch
 from textual.worker import get_current_worker
 
+from llmctl.core.jobs import cli_argv
 from llmctl.tui.state import ready_checkpoints
 
 
 def sample_argv(root: Path, ckpt: str, prompt: str, chat: bool, extra: str) -> list[str]:
     """``llmctl sample CKPT --prompt … [--chat] [extra args]`` as an argv for this Python."""
-    argv = [sys.executable, "-m", "llmctl.core.cli", "sample", ckpt, "--prompt", prompt]
+    argv = cli_argv("sample", ckpt, "--prompt", prompt)
     if chat:
         argv.append("--chat")
     argv += shlex.split(extra)

@@ -250,7 +250,7 @@ class ChatSpans:
 
     def flat(self) -> tuple[Any, Any, Any]:
         """(ids int32, loss_mask uint8, lengths int64) with the conversations one after another."""
-        from llmctl.core.packing import gather_spans
+        from llmctl.core.data.packing import gather_spans
 
         where = gather_spans(self.span_at, self.span_len)
         return self.pool[where], self.pool_mask[where], self.lengths
@@ -284,8 +284,8 @@ def encode_chats_spans(conversations: Sequence[Messages], tok: Any = None) -> Ch
     """
     import numpy as np
 
-    from llmctl.core.packing import exclusive_cumsum
-    from llmctl.core.prompts import QUESTION_PREFIX
+    from llmctl.core.data.packing import exclusive_cumsum
+    from llmctl.core.data.prompts import QUESTION_PREFIX
 
     tok = _tok(tok)
     markers = _markers(tok)

@@ -16,7 +16,7 @@ Bounds (so a reward call can never stall training):
   converted (no int/float blow-up);
 - nothing is ``eval``-ed; patterns are anchored and linear, brace matching is a single scan that
   stops at the window's end, and at most :data:`MAX_BOX_TRIES` ``\\boxed`` are tried;
-- MATH-style fallbacks go through :mod:`llmctl.core.math_equiv` (size cap + time cap per call).
+- MATH-style fallbacks go through :mod:`llmctl.core.rewards.math_equiv` (size cap + time cap per call).
 
 So a megabyte of adversarial text is scored (as wrong) in milliseconds.
 """
@@ -269,7 +269,7 @@ def answers_match(pred: str | None, gold: str | None) -> bool:
         return True
     if g is not None and p is None and not any(ch in pred for ch in "\\^{}()[]/*+-=√πi"):
         return False  # plain words vs a number: skip the expensive parse
-    from llmctl.core.math_equiv import math_equal
+    from llmctl.core.rewards.math_equiv import math_equal
 
     return math_equal(_strip_wrappers(pred), _strip_wrappers(gold))
 

@@ -1,8 +1,8 @@
 """``llmctl prepare sft``: Alpaca / Dolly / GSM8K (+ arithmetic) -> packed chat rows with a loss mask.
 
 Each record becomes a conversation (user turn, assistant turn), is encoded with the chat template
-(:mod:`llmctl.core.chat`) and packed best-fit into rows of ``seq_len`` tokens
-(:mod:`llmctl.core.packing`). Output ``data/sft_packed.h5``:
+(:mod:`llmctl.core.data.chat`) and packed best-fit into rows of ``seq_len`` tokens
+(:mod:`llmctl.core.data.packing`). Output ``data/sft_packed.h5``:
 
 - ``tokens`` int32 (rows, seq_len), padding = EOT
 - ``loss_mask`` uint8 (rows, seq_len): 1 where the token is a training target (assistant content
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmctl.core import hf_sources
-from llmctl.core.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.data import hf_sources
+from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
 
 SFT_SOURCES = ("alpaca", "dolly", "gsm8k")
 ARITHMETIC = "arithmetic"
@@ -63,7 +63,7 @@ class PrepareSFTParams:
     on_error: str = _h("Bad records: fail, or skip (counted in the manifest).", "fail")
 
     def validate(self) -> None:
-        from llmctl.core.arithmetic import LEVELS
+        from llmctl.core.data.arithmetic import LEVELS
 
         bad = [s for s in self.sources if s not in SFT_SOURCES]
         if bad:
@@ -124,7 +124,7 @@ def dolly_messages(r: hf_sources.Record) -> list[dict[str, str]]:
 
 def gsm8k_messages(r: hf_sources.Record) -> list[dict[str, str]]:
     """GSM8K record -> [user (shared instruction + question), assistant (think/answer target)]."""
-    from llmctl.core.prompts import format_question, gsm8k_target
+    from llmctl.core.data.prompts import format_question, gsm8k_target
 
     question = get_str(r, "question")
     answer = get_str(r, "answer")
@@ -201,7 +201,7 @@ def read_source(name: str, spec: str, policy: ErrorPolicy) -> tuple[list[list[di
 
 def arithmetic_conversations(n: int, levels: list[int], seed: int) -> list[list[dict[str, str]]]:
     """``n`` arithmetic SFT conversations spread evenly over ``levels``."""
-    from llmctl.core.arithmetic import arithmetic_sft_examples
+    from llmctl.core.data.arithmetic import arithmetic_sft_examples
 
     out: list[list[dict[str, str]]] = []
     for k, lv in enumerate(levels):
@@ -215,8 +215,8 @@ def arithmetic_conversations(n: int, levels: list[int], seed: int) -> list[list[
 def pack_conversations(convs: list[list[dict[str, str]]], tok: Any, seq_len: int, seed: int) -> tuple[Any, Any]:
     """Encode and pack conversations: (Packed, keep), ``keep[k]`` false for a conversation dropped
     because truncation to ``seq_len`` cut off all its targets (the others keep their order)."""
-    from llmctl.core.chat import encode_chats_spans
-    from llmctl.core.packing import pack_spans
+    from llmctl.core.data.chat import encode_chats_spans
+    from llmctl.core.data.packing import pack_spans
 
     enc = encode_chats_spans(convs, tok)
     # an example whose targets are all cut off by truncation teaches nothing: drop it
@@ -272,7 +272,7 @@ def write_h5(path: Path, built: dict[str, Any], *, counts: dict[str, Any], param
     import h5py
     import numpy as np
 
-    from llmctl.core.chat import chat_template_jinja
+    from llmctl.core.data.chat import chat_template_jinja
 
     p = built["packed"]
     with h5py.File(path, "w") as f:
@@ -408,8 +408,8 @@ def row_examples(path: str | Path, row: int, tok: Any = None) -> list[dict[str, 
 
 def check_gsm8k_example(e: dict[str, Any]) -> dict[str, Any]:
     """Check one GSM8K example of ``iter_examples``; adds its ``question``. ValueError on a mismatch."""
-    from llmctl.core.chat import ASSISTANT_MARKER, EOT, ROLE_MARKERS
-    from llmctl.core.prompts import GSM8K_INSTRUCTION
+    from llmctl.core.data.chat import ASSISTANT_MARKER, EOT, ROLE_MARKERS
+    from llmctl.core.data.prompts import GSM8K_INSTRUCTION
 
     where = f"row {e['row']} example {e['example']}"
     if not (e["completion_contiguous"] and e["completion_at_end"]):

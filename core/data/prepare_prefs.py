@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmctl.core import hf_sources
-from llmctl.core.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.data import hf_sources
+from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
 
 HH_HUB = "Anthropic/hh-rlhf"
 UF_HUB = "HuggingFaceH4/ultrafeedback_binarized"
@@ -327,7 +327,7 @@ def run(ws: Any, params: PreparePrefsParams, run_dir: Path | None = None) -> dic
     import contextlib
 
     from llmctl.core.artifacts import ArtifactWriter
-    from llmctl.core.prepare_rl import write_jsonl
+    from llmctl.core.data.prepare_rl import write_jsonl
     from llmctl.core.stages import params_dict
 
     params.validate()

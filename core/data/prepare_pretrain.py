@@ -1,11 +1,11 @@
 """``llmctl prepare pretrain``: text shards -> one flat int32 token array in HDF5.
 
 Documents are read from ``.jsonl.zst`` / ``.jsonl`` / ``.jsonl.gz`` / ``.txt`` shards (local or
-``hf://``, see :mod:`llmctl.core.text_sources`) by a reader thread, tokenized in parallel batches
+``hf://``, see :mod:`llmctl.core.data.text_sources`) by a reader thread, tokenized in parallel batches
 (``Tokenizer.encode_batch``: riptoken releases the GIL and uses every core) and appended, each
 followed by EOT (50256), to the dataset ``tokens`` of ``data/pile_train.h5`` (or ``pile_dev.h5``):
 resizable, chunked (8M tokens = 32 MB per chunk by default), uncompressed so readers can memory-map
-it (:mod:`llmctl.core.token_windows`). Tokens are buffered and written in 1M-token (4 MB) blocks,
+it (:mod:`llmctl.core.data.token_windows`). Tokens are buffered and written in 1M-token (4 MB) blocks,
 each straight to its place in the file; a file smaller than one chunk is rewritten as one exact chunk.
 Documents keep their input order; with ``val_fraction`` each document goes
 to pile_dev.h5 when a keyed hash of its text (``seed``) falls below the fraction, so duplicates land
@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmctl.core.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
-from llmctl.core.text_sources import TXT_DOCS_CHOICES, Source
+from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.data.text_sources import TXT_DOCS_CHOICES, Source
 
 STAGE = "prepare-pretrain"
 FORMAT = "llmctl.tokens/1"
@@ -265,7 +265,7 @@ class Reader(threading.Thread):
         return False
 
     def run(self) -> None:
-        from llmctl.core.text_sources import iter_documents
+        from llmctl.core.data.text_sources import iter_documents
 
         try:
             p = self.params
@@ -434,9 +434,9 @@ def run(ws: Any, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]
     """Tokenize the input shards into the split's HDF5 token file(s); return the counts."""
     from llmctl.core import runs
     from llmctl.core.artifacts import ArtifactBusy, ArtifactWriter, check_free_space, manifest_path, read_lock
+    from llmctl.core.data.text_sources import expand_inputs, input_fingerprint, source_info
     from llmctl.core.metrics import MetricsWriter
     from llmctl.core.stages import ParamError, params_dict
-    from llmctl.core.text_sources import expand_inputs, input_fingerprint, source_info
 
     params.validate()
     if not params.inputs:
@@ -588,7 +588,7 @@ def _pipeline(writers: dict[str, TokenWriter], policy: ErrorPolicy, start: tuple
     """Read, tokenize and write until the sources (or max_tokens) are exhausted."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from llmctl.core.records import TooManyErrors
+    from llmctl.core.data.records import TooManyErrors
 
     roles = list(writers)
     eot = tok.eot_id

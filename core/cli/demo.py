@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmctl.core import jobs
 from llmctl.core.metrics import iter_series, read_metrics
 from llmctl.core.runs import ENV_RUN_DIR, list_runs
 from llmctl.core.workspace import Workspace
@@ -75,7 +75,7 @@ def demo_steps(ws: Workspace, corpus: list[str], fast: bool, stop_after: str = "
 def _run(ws: Workspace, words: list[str], echo: Callable[[str], Any]) -> None:
     env = {k: v for k, v in os.environ.items() if k != ENV_RUN_DIR}
     env["PYTHONUNBUFFERED"] = "1"
-    argv = [sys.executable, "-m", "llmctl.core.cli", *words, "--workspace", str(ws.root)]
+    argv = jobs.cli_argv(*words, "--workspace", str(ws.root))
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -126,7 +126,7 @@ def run_demo(ws: Workspace, *, corpus: list[str] | None = None, fast: bool = Fal
     if "eval/accuracy" in trends:
         a, b = trends["eval/accuracy"]
         echo(f"GRPO held-out accuracy (prompts it never trains on): {a:.3f} -> {b:.3f}")
-    from llmctl.core.report import build_report
+    from llmctl.core.cli.report import build_report
 
     report = build_report(ws)
     echo(f"demo done in {sum(timings.values()):.0f} s; report: {report}")

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmctl.core.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
 
 SOURCE_KINDS = ("bootcamp", "rl-prompts")
 SPLITS = ("train", "test")
@@ -247,7 +247,7 @@ def convert_file(src: Path, dst: Path, *, split: str, source_file: str, kind: st
 def _bootcamp_row(rec: Any, source: str, index: int, cols: _Columns) -> str:
     import orjson
 
-    from llmctl.core.records import require_str
+    from llmctl.core.data.records import require_str
 
     name, prompt, gt = (rec.get("data_source"), rec.get("prompt"), rec.get("ground_truth")) \
         if type(rec) is dict else (None, None, None)
@@ -264,8 +264,8 @@ def _bootcamp_row(rec: Any, source: str, index: int, cols: _Columns) -> str:
 
 
 def _rl_prompt_row(rec: Any, source: str, index: int, cols: _Columns) -> str:
-    from llmctl.core.prompts import format_question
-    from llmctl.core.records import require_str
+    from llmctl.core.data.prompts import format_question
+    from llmctl.core.data.records import require_str
 
     question = require_str(rec, "prompt", source, -1)
     gold = rec.get("gold")

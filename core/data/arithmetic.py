@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from llmctl.core.prompts import format_answer, question_messages
+from llmctl.core.data.prompts import format_answer, question_messages
 
 
 @dataclass(frozen=True)

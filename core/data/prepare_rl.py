@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmctl.core import hf_sources
-from llmctl.core.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.data import hf_sources
+from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
 
 GSM8K_SOURCE = "openai/gsm8k"
 
@@ -45,7 +45,7 @@ class PrepareRLParams:
     on_error: str = _h("Bad records: fail, or skip (counted in the manifest).", "fail")
 
     def validate(self) -> None:
-        from llmctl.core.arithmetic import LEVELS
+        from llmctl.core.data.arithmetic import LEVELS
 
         if self.max_examples < 0 or self.arithmetic_n < 0:
             raise ValueError("max_examples and arithmetic_n must be >= 0")
@@ -72,8 +72,8 @@ def split_spec(params: PrepareRLParams, split: str) -> tuple[str, dict[str, Any]
 
 def gsm8k_rows(spec: str, split: str, hub: dict[str, Any], policy: ErrorPolicy) -> list[dict[str, Any]]:
     """``{"prompt", "gold", "data_source", "index"}`` for every usable record of one split."""
-    from llmctl.core.prepare_sft import get_str
-    from llmctl.core.prompts import parse_gsm8k_gold
+    from llmctl.core.data.prepare_sft import get_str
+    from llmctl.core.data.prompts import parse_gsm8k_gold
 
     out = []
     for r in hf_sources.iter_records(spec, split=split, **hub):
@@ -106,8 +106,8 @@ def build(params: PrepareRLParams, policy: ErrorPolicy) -> dict[str, Any]:
     """Rows of the three outputs and the bookkeeping (no file written)."""
     import random
 
-    from llmctl.core.arithmetic import DATA_SOURCE, generate_problems
-    from llmctl.core.prepare_sft import question_key, refuse_test_file
+    from llmctl.core.data.arithmetic import DATA_SOURCE, generate_problems
+    from llmctl.core.data.prepare_sft import question_key, refuse_test_file
 
     arith = []
     for lv in params.arithmetic_levels:

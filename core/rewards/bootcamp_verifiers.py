@@ -8,7 +8,7 @@ rules of ``Basebootcamp.verify_score``) so scores agree with it, with these diff
   the original's float ``eval`` rounds (``8/(3-8/3)`` is 23.999999999999996, so Game24's
   ``result != int(target)`` says wrong), the exact value counts; ``^`` (XOR under ``eval``) and
   calls like ``abs(...)`` are simply not arithmetic here;
-- only the last :data:`~llmctl.core.verifier.MAX_TAIL_CHARS` characters are searched for the
+- only the last :data:`~llmctl.core.rewards.verifier.MAX_TAIL_CHARS` characters are searched for the
   answer and answers are size-capped, so adversarial output costs milliseconds;
 - tag matching is a linear scan (``str.find``), never a backtracking regex.
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from llmctl.core.verifier import MAX_TAIL_CHARS
+from llmctl.core.rewards.verifier import MAX_TAIL_CHARS
 
 MAX_EXPR_CHARS = 300  # a 24-point expression is a few dozen characters
 MAX_GRID_CELLS = 10_000

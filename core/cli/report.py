@@ -12,11 +12,11 @@ from typing import Any
 
 from llmctl.core import atomic
 from llmctl.core.artifacts import artifact_fingerprint
+from llmctl.core.cli.svg_chart import line_chart
 from llmctl.core.metrics import iter_series, read_metrics
 from llmctl.core.render import human_age, human_bytes
 from llmctl.core.runs import PROVENANCE_FILE, list_runs
 from llmctl.core.status import artifact_statuses
-from llmctl.core.svg_chart import line_chart
 from llmctl.core.workspace import Workspace
 
 HIGHER_IS_BETTER = ("reward", "accuracy", "accuracies", "margin", "explained_variance", "tokens_per_s", "mfu")

@@ -1,15 +1,11 @@
-"""The ``llmctl`` command line (Typer). With no command it opens the control center.
+"""``llmctl prepare …`` and ``llmctl run …``: one command per stage, generated from the declarations.
 
-Stage commands (``llmctl prepare pretrain``, ``llmctl run grpo``, …) are generated from the stage
-declarations in :mod:`llmctl.core.stages`: every parameter field becomes an option, defaults come
-from ``llmctl.toml``. Other commands are registered by small ``cli_*`` modules. Heavy libraries
-are imported inside commands only, so ``llmctl --help`` stays fast.
+Every parameter field of a stage becomes an option; defaults come from ``llmctl.toml``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import json
 import os
@@ -23,6 +19,7 @@ import typer
 
 from llmctl.core import runs
 from llmctl.core.artifacts import ENV_CONFIG_PARAMS
+from llmctl.core.cli.common import GROUPS, WorkspaceOpt, app, fail, open_workspace, user_errors
 from llmctl.core.stages import (
     STAGES,
     ParamError,
@@ -33,102 +30,6 @@ from llmctl.core.stages import (
     resolve_params,
 )
 
-app = typer.Typer(
-    help="llmctl: prepare data, train (pretrain, SFT, reward, DPO, PPO, GRPO), evaluate and watch it all.",
-    no_args_is_help=False,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-)
-GROUPS: dict[str, typer.Typer] = {
-    "prepare": typer.Typer(help="Build datasets into workspace artifacts.", no_args_is_help=True),
-    "run": typer.Typer(help="Train a stage (foreground, or --detach as a job).", no_args_is_help=True),
-    "verl": typer.Typer(help="Hand RL over to verl: convert data, check rewards, launch.", no_args_is_help=True),
-    "jobs": typer.Typer(help="List, follow and cancel jobs.", no_args_is_help=False),
-}
-for _name, _grp in GROUPS.items():
-    app.add_typer(_grp, name=_name)
-
-EXTRA_MODULES = (
-    "llmctl.core.cli_jobs",
-    "llmctl.core.cli_verl",
-    "llmctl.core.cli_model",
-    "llmctl.core.cli_tools",
-    "llmctl.core.cli_workspace",
-)
-
-WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (default $LLMCTL_WORKSPACE or ./workspace).")
-
-# Errors that are the user's input, shown as one line without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ParamError, StageNotBuilt, FileNotFoundError, PermissionError)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    from llmctl.core.artifacts import ArtifactBusy
-    from llmctl.core.records import InputError, TooManyErrors
-    from llmctl.core.tokenizer import TokenizerError
-    from llmctl.core.workspace import WorkspaceError
-
-    return USER_ERRORS + (InputError, TooManyErrors, TokenizerError, WorkspaceError, ArtifactBusy, OSError)
-
-
-def fail(msg: str, code: int = 1) -> typer.Exit:
-    """Print ``llmctl: error: msg`` to stderr and return the Exit to raise."""
-    typer.echo(f"llmctl: error: {msg}", err=True)
-    return typer.Exit(code)
-
-
-def open_workspace(path: Path | None, create: bool = True):
-    from llmctl.core.workspace import Workspace, WorkspaceError
-
-    try:
-        return Workspace.open(path, create=create)
-    except WorkspaceError as e:
-        raise fail(str(e)) from None
-
-
-@app.callback(invoke_without_command=True)
-def main_callback(ctx: typer.Context, workspace: Path | None = WorkspaceOpt) -> None:
-    """With no command, open the control center on the workspace."""
-    if ctx.invoked_subcommand is None:
-        ws = open_workspace(workspace, create=True)
-        from llmctl.tui.app import run_app
-
-        run_app(ws.root)
-
-
-@app.command()
-def init(workspace: Path | None = WorkspaceOpt) -> None:
-    """Create a workspace with llmctl.toml holding paths and every stage's parameters."""
-    from llmctl.core.workspace import WorkspaceError, init_workspace
-
-    try:
-        ws = init_workspace(workspace)
-    except WorkspaceError as e:
-        raise fail(str(e)) from None
-    typer.echo(f"workspace ready at {ws.root} (config: {ws.config_path})")
-
-
-@app.command()
-def status(workspace: Path | None = WorkspaceOpt,
-           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Every stage and artifact: missing / building / ready / stale / failed, size, counts, age."""
-    from llmctl.core.status import artifact_statuses, stage_statuses
-
-    ws = open_workspace(workspace, create=False)
-    arts = artifact_statuses(ws)
-    stages = stage_statuses(ws, arts)
-    if as_json:
-        typer.echo(json.dumps({"workspace": str(ws.root),
-                               "stages": [s.to_json() for s in stages],
-                               "artifacts": [a.to_json() for a in arts.values()]}, indent=2))
-        return
-    from llmctl.core.render import render_status
-
-    render_status(ws, stages, arts)
-
-
-# ---- stage commands, generated from the declarations -------------------------------------------
 
 def _option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -310,21 +211,3 @@ def _register_stages() -> None:
 
 
 _register_stages()
-
-for _mod in EXTRA_MODULES:
-    try:
-        _m = importlib.import_module(_mod)
-    except ModuleNotFoundError as _e:
-        if _e.name != _mod:
-            raise
-        continue
-    _m.register(app, GROUPS)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -74,7 +74,7 @@ def read_rows(files: list[Path]) -> Iterable[tuple[str, Any]]:
 
 
 def _numeric(gold: str) -> Fraction | None:
-    from llmctl.core.verifier import normalize_number
+    from llmctl.core.rewards.verifier import normalize_number
 
     v = normalize_number(gold)
     return v if isinstance(v, Fraction) else None
@@ -87,8 +87,8 @@ def _fmt(v: Fraction) -> str:
 def build_responses(data_source: str, ground_truth: Any) -> tuple[str | None, str | None]:
     """(a correct response, a wrong response) for one row; None where none can be built.
     Raises ValueError when the ground truth does not parse."""
-    from llmctl.core import bootcamp_verifiers as bv
-    from llmctl.core.verl_reward import BOOTCAMP_PREFIX, gold_answer, source_kind
+    from llmctl.core.rewards import bootcamp_verifiers as bv
+    from llmctl.core.rewards.compute_score import BOOTCAMP_PREFIX, gold_answer, source_kind
 
     kind = source_kind(data_source)
     if kind in ("gsm8k", "math"):
@@ -112,7 +112,7 @@ def build_responses(data_source: str, ground_truth: Any) -> tuple[str | None, st
 def check_sources(rows: Iterable[tuple[str, Any]], *, rows_per_source: int = 20,
                   reward_kwargs: dict[str, Any] | None = None) -> list[SourceCheck]:
     """Check every data_source seen in ``rows`` (see the module doc)."""
-    from llmctl.core.verl_reward import can_score, compute_score
+    from llmctl.core.rewards.compute_score import can_score, compute_score
 
     kw = reward_kwargs or {}
     checks: dict[str, SourceCheck] = {}

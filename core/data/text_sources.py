@@ -5,7 +5,7 @@ Supported inputs: ``.jsonl`` (one JSON object per line with a ``text`` string an
 Every file is opened through ``fsspec.open`` (so ``hf://datasets/<repo>/<file>`` goes through
 huggingface_hub's ``HfFileSystem`` exactly as a local file goes through the local filesystem) and
 decompressed as a stream, one block at a time. A truncated or corrupt stream comes out as an
-:class:`~llmctl.core.records.InputError` naming the shard and its last good line.
+:class:`~llmctl.core.data.records.InputError` naming the shard and its last good line.
 
 Documents come out as ``(end_line, text_or_error)``: ``end_line`` is the number of physical lines
 consumed once the document is complete, so reading again with ``skip_lines=end_line`` continues
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from llmctl.core.records import InputError
+from llmctl.core.data.records import InputError
 
 TXT_DOCS_CHOICES = ("file", "lines", "paragraphs")
 HASH_LIMIT = 64 << 20  # bytes hashed per source file

@@ -1,0 +1,167 @@
+"""``llmctl verl check`` and ``llmctl verl launch`` (``verl convert`` is generated from its stage)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from llmctl.core.cli.common import GROUPS, WorkspaceOpt, fail, open_workspace
+
+
+def _reward_kwargs(items: list[str] | None) -> dict:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--reward-kwarg {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+
+verl_app = GROUPS["verl"]
+
+@verl_app.command("check")
+def check(
+    parquet: list[Path] = typer.Argument(None, help="Parquet files or folders (default: the workspace's "
+                                                    "data/verl/*_merged)."),
+    rows_per_source: int = typer.Option(20, "--rows-per-source", help="Rows scored per data_source "
+                                                                      "(every row's ground truth is parsed)."),
+    reward_kwarg: list[str] = typer.Option(None, "--reward-kwarg", help="KEY=VALUE passed to compute_score "
+                                                                        "(as verl's reward_kwargs)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    workspace: Path | None = WorkspaceOpt,
+) -> None:
+    """Score a right and a wrong answer for every data_source; exit 1 unless all score 1 and 0."""
+    from llmctl.core.verl.check import check_sources, parquet_files, read_rows
+
+    try:
+        if parquet:
+            files = parquet_files(parquet)
+        else:
+            ws = open_workspace(workspace, create=False)
+            files = parquet_files(sorted(ws.path("data/verl").glob("*_merged")) or [ws.path("data/verl")])
+        checks = check_sources(read_rows(files), rows_per_source=rows_per_source,
+                               reward_kwargs=_reward_kwargs(reward_kwarg))
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise fail(str(e)) from None
+    bad = [c for c in checks if not c.ok]
+    if as_json:
+        typer.echo(json.dumps({"files": [str(f) for f in files], "ok": not bad,
+                               "sources": [c.to_json() for c in checks]}, indent=2))
+    else:
+        _print_table(files, checks)
+    if bad:
+        raise typer.Exit(1)
+
+@verl_app.command("launch")
+def launch(
+    model: str = typer.Option(..., "--model", help="Model path for verl: a Hugging Face folder "
+                                                   "(e.g. from `llmctl export hf CKPT OUT`) or a hub id."),
+    train: list[str] = typer.Option(None, "--train", help="Train parquet (repeatable; default: "
+                                                          "data/verl/*_merged/train/*.parquet)."),
+    val: list[str] = typer.Option(None, "--val", help="Validation parquet (repeatable; default: "
+                                                      "data/verl/*_merged/test/*.parquet)."),
+    n: int = typer.Option(8, "--n", help="Responses per prompt (the GRPO group)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Prompts per step (data.train_batch_size)."),
+    mini_batch_size: int = typer.Option(32, "--mini-batch-size", help="PPO mini-batch (prompts)."),
+    micro_batch_size: int = typer.Option(8, "--micro-batch-size", help="Micro-batch per GPU."),
+    max_prompt_length: int = typer.Option(512, "--max-prompt-length"),
+    max_response_length: int = typer.Option(512, "--max-response-length"),
+    lr: float = typer.Option(1e-6, "--lr"),
+    gpus: int = typer.Option(1, "--gpus", help="GPUs per node."),
+    nnodes: int = typer.Option(1, "--nnodes"),
+    epochs: int = typer.Option(1, "--epochs"),
+    rollout: str = typer.Option("vllm", "--rollout", help="verl rollout engine (vllm or sglang)."),
+    reward_ref: str = typer.Option("pkg", "--reward-ref", help="pkg (pkg://llmctl.core.verl_reward) or "
+                                                               "file (this install's module file)."),
+    reward_kwarg: list[str] = typer.Option(None, "--reward-kwarg", help="KEY=VALUE for compute_score "
+                                                                        "(e.g. format_weight=0.1)."),
+    set_: list[str] = typer.Option(None, "--set", help="Extra verl Hydra override KEY=VALUE (repeatable)."),
+    run: bool = typer.Option(False, "--run", help="Run the command (needs verl installed)."),
+    workspace: Path | None = WorkspaceOpt,
+) -> None:
+    """Print the verl GRPO command for this workspace (or run it with --run)."""
+    import os
+    import subprocess
+    import time
+
+    from llmctl.core.verl.launch import (
+        LaunchOptions,
+        build_command,
+        shell_line,
+        verl_missing,
+        workspace_files,
+    )
+
+    ws = open_workspace(workspace, create=False)
+    if not train:
+        train_default, val_default = workspace_files(ws)
+        train = train_default
+        val = val or val_default
+    run_name = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        opts = LaunchOptions(
+            model=model, train_files=[str(Path(p).resolve()) for p in train],
+            val_files=[str(Path(p).resolve()) for p in (val or [])], n=n, train_batch_size=batch_size,
+            ppo_mini_batch_size=mini_batch_size, micro_batch_size_per_gpu=micro_batch_size,
+            max_prompt_length=max_prompt_length, max_response_length=max_response_length, lr=lr,
+            gpus=gpus, nnodes=nnodes, epochs=epochs, rollout_engine=rollout, reward_ref=reward_ref,
+            reward_kwargs=_reward_kwargs(reward_kwarg), extra=list(set_ or []),
+            save_dir=str(ws.checkpoints_dir / "verl" / run_name), experiment_name=f"llmctl-grpo-{run_name}")
+        argv = build_command(opts)
+    except (ValueError, RuntimeError) as e:
+        raise fail(f"{e} (convert data first: llmctl verl convert …)") from None
+    if Path(model).exists() and not (Path(model) / "config.json").is_file():
+        typer.echo(f"warning: {model} has no config.json; verl expects a Hugging Face model folder "
+                   "(llmctl export hf CKPT OUT)", err=True)
+    missing = [p for p in opts.train_files + opts.val_files if not Path(p).is_file()]
+    if missing:
+        raise fail(f"parquet file(s) not found: {', '.join(missing)}")
+    missing_mods = verl_missing()
+    hint = ("verl is not installed here: pip install 'llmctl[verl]' (verl==0.9.1 with its GPU dependencies)"
+            if "verl" in missing_mods else
+            f"verl is installed but cannot run here (missing: {', '.join(missing_mods)}); install verl's "
+            "dependencies (pip install 'verl==0.9.1') on the GPU machine")
+    if not run:
+        typer.echo(shell_line(argv))
+        if missing_mods:
+            typer.echo(f"# {hint}, then rerun with --run", err=True)
+        return
+    if missing_mods:
+        raise fail(hint + "; run without --run to print the command")
+    typer.echo(shell_line(argv), err=True)
+    raise typer.Exit(subprocess.call(argv, env=dict(os.environ)))
+
+
+def _print_table(files: list[Path], checks) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=f"verl check: {len(files)} file(s)", show_lines=False)
+    for col in ("data_source", "verifier", "rows", "bad GT", "right→1", "wrong→0", "status"):
+        t.add_column(col, justify="right" if col in ("rows", "bad GT", "right→1", "wrong→0") else "left",
+                     no_wrap=col == "data_source")
+    for c in checks:
+        right = f"{c.correct_ok}/{c.correct_built}" if c.correct_built else "-"
+        wrong = f"{c.wrong_ok}/{c.wrong_built}" if c.wrong_built else "-"
+        status = "[green]ok[/]" if c.ok and not c.notes else ("[yellow]unchecked[/]" if c.ok else "[red]FAIL[/]")
+        t.add_row(escape(c.data_source), escape(c.verifier), str(c.rows), str(c.bad_ground_truth), right, wrong, status)
+    import sys
+
+    con = Console(width=None if sys.stdout.isatty() else 110)
+    con.print(t)
+    for c in checks:
+        for p in c.problems:
+            con.print(f"[red]FAIL[/] {escape(c.data_source)}: {escape(p)}", highlight=False)
+        for note in c.notes:
+            con.print(f"[yellow]note[/] {escape(c.data_source)}: {escape(note)}", highlight=False)
+    bad = sum(1 for c in checks if not c.ok)
+    con.print(f"[red]{bad} of {len(checks)} data_source(s) failed[/]" if bad else
+              f"[green]all {len(checks)} data_source(s) score right 1 and wrong 0[/]")
