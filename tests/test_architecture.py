@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"core": "llmctl.core", "trainers": "llmctl.trainers", "tui": "llmctl.tui"}
 HEAVY_AT_TOP = ("torch", "textual", "datasets", "transformers", "verl")
 STAGE_DECLARATIONS = REPO / "core" / "stages.py"
+PUBLIC_REWARD_SHIM = REPO / "core" / "verl_reward.py"  # users' verl configs name this path
 
 
 def modules(folder: str) -> list[Path]:
@@ -66,6 +67,41 @@ def test_core_outside_cli_never_imports_trainers_or_tui():
 def test_only_the_stage_declarations_name_trainer_runners():
     names = [n for _, n, _ in imported_names(STAGE_DECLARATIONS) if n.startswith("llmctl.tui")]
     assert not names
+
+
+WING_ALLOWS = {  # wing -> the other wings of core it may import (the spine is allowed to all)
+    "spine": set(),
+    "data": set(),
+    "rewards": set(),
+    "verl": {"data", "rewards"},
+}
+
+
+def wing_of(name: str) -> str | None:
+    parts = name.split(".")
+    if parts[:2] != ["llmctl", "core"] or len(parts) < 3:
+        return None
+    return parts[2] if parts[2] in ("data", "rewards", "verl", "cli") else "spine"
+
+
+def test_core_wings_import_only_what_the_table_allows():
+    bad = []
+    for wing, allowed in WING_ALLOWS.items():
+        folder = REPO / "core" / ("" if wing == "spine" else wing)
+        paths = folder.glob("*.py") if wing == "spine" else folder.rglob("*.py")
+        for path in paths:
+            if path == PUBLIC_REWARD_SHIM:
+                continue
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [f"{node.module}.{a.name}" for a in node.names]
+                         if isinstance(node, ast.ImportFrom) and node.module else [])
+                for name in names:
+                    target = wing_of(name)
+                    if target not in (None, "spine", wing) and target not in allowed:
+                        bad.append(f"{path.relative_to(REPO)}:{node.lineno} ({wing}) imports {name}")
+    assert not bad, "\n".join(bad)
 
 
 def test_tui_never_imports_trainers():
