@@ -6,6 +6,11 @@ when the command dies; closing the TUI never stops a job, and reopening re-attac
 run folders. ``torchrun`` wraps the same command for several processes; its workers run in
 sessions of their own, so a cancel reaches them through torchrun (which forwards SIGTERM and
 SIGKILLs after its shutdown timeout, 30 s by default) and a forced one kills them by pid.
+
+A pid in job.json is trusted only while it is provably the same process: its start time (from
+``/proc/PID/stat``), boot, session and command line are recorded at launch and compared before any
+signal. The command runs with ``PR_SET_PDEATHSIG`` (SIGTERM), so a supervisor killed with -9 takes its
+command down with it (a command that ignores SIGTERM is still found through its recorded identity).
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from typing import Any
 
 from llmctl.core import runs
 from llmctl.core.artifacts import pid_alive
+from llmctl.core.runs import JobState
 
-TERMINAL_STATES = ("done", "failed", "cancelled", "killed")
+TERMINAL_STATES = tuple(runs.TERMINAL)
 
+LAUNCH_GRACE_S = 60.0  # a 'starting' record with no pid yet is believed this long
 CLI_MODULE = "llmctl.core.cli"  # the one place the command line's module path is spelled
 
 
@@ -41,6 +48,58 @@ def stage_argv(command: tuple[str, ...] | list[str], args: list[str], nproc: int
     return argv
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` from field 3 (state) on, or None without it."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def process_identity(pid: int, argv: list[str] | None = None) -> dict[str, Any] | None:
+    """What tells this process apart from a later one with the same pid: start time (clock ticks
+    since boot), boot id, session id and command line (``argv`` when the caller just started it:
+    right after exec ``/proc`` may still show none). None where ``/proc`` does not show it."""
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    if argv is None:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        argv = [c.decode("utf-8", "replace") for c in cmd if c]
+    return {"start": int(fields[19]), "sid": int(fields[3]), "boot": _boot_id(), "cmdline": [str(a) for a in argv]}
+
+
+def is_same_process(pid: Any, identity: Any, *, legacy_arg: str | None = None) -> bool:
+    """Whether ``pid`` is alive and still the process recorded as ``identity`` (never pid 0 or 1).
+
+    Without a recorded identity (a job.json of an older version) the process must at least have
+    ``legacy_arg`` on its command line (a supervisor names its run folder); where there is no
+    ``/proc`` to ask, being alive is all that can be checked.
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1 or not pid_alive(pid):
+        return False
+    now = process_identity(pid)
+    if now is None:  # no /proc (macOS): liveness is what there is
+        return True
+    if not isinstance(identity, dict) or not identity:
+        return legacy_arg is not None and legacy_arg in now["cmdline"]
+    keys = ["start", "sid", "boot"]
+    if now["cmdline"] and identity.get("cmdline"):  # an exiting (or just exec'd) process shows none
+        keys.append("cmdline")
+    return all(identity[k] == now[k] for k in keys if k in identity)
+
+
 def start_job(runs_dir: str | os.PathLike[str], stage: str, argv: list[str], *,
               env: dict[str, str] | None = None, gpus: list[int] | None = None,
               workspace: str | os.PathLike[str] | None = None) -> Path:
@@ -54,8 +113,7 @@ def start_job(runs_dir: str | os.PathLike[str], stage: str, argv: list[str], *,
         child_env["LLMCTL_WORKSPACE"] = str(workspace)
     if gpus is not None:
         child_env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
-    runs.update_job(run_dir, stage=stage, command=argv, state="starting", started=time.time(),
-                    gpus=gpus, run_dir=str(run_dir))
+    runs.begin(run_dir, stage=stage, command=argv, gpus=gpus)
     log = open(run_dir / runs.LOG_FILE, "ab")  # noqa: SIM115
     try:
         proc = subprocess.Popen(
@@ -65,18 +123,54 @@ def start_job(runs_dir: str | os.PathLike[str], stage: str, argv: list[str], *,
         )
     finally:
         log.close()
-    runs.update_job(run_dir, supervisor_pid=proc.pid, pgid=proc.pid)
+    runs.update_job(run_dir, supervisor_pid=proc.pid, pgid=proc.pid,
+                    supervisor_identity=process_identity(proc.pid, proc.args))
     return run_dir
 
 
+def live_processes(job: dict[str, Any]) -> list[int]:
+    """The job's recorded processes (supervisor, command) that are alive and provably its own."""
+    out = []
+    run_dir = job.get("run_dir") if isinstance(job.get("run_dir"), str) else None
+    for pid_key, id_key, legacy in (("supervisor_pid", "supervisor_identity", run_dir),
+                                    ("pid", "pid_identity", None)):
+        pid = job.get(pid_key)
+        if pid not in out and is_same_process(pid, job.get(id_key), legacy_arg=legacy):
+            out.append(pid)
+    return out
+
+
+def _last_sign_of_life(job: dict[str, Any]) -> float | None:
+    """When the run folder was last written (its end, as near as can be told)."""
+    times = []
+    run_dir = job.get("run_dir")
+    for name in (runs.JOB_FILE, runs.LOG_FILE, runs.METRICS_FILE):
+        with contextlib.suppress(OSError, TypeError):
+            times.append(os.stat(Path(run_dir) / name).st_mtime)
+    return max(times) if times else None
+
+
 def refresh(job: dict[str, Any]) -> dict[str, Any]:
-    """A job record with its state corrected: a 'running' job whose processes are gone is 'killed'."""
-    state = job.get("state")
-    if state in ("starting", "running"):
-        pid = job.get("supervisor_pid") or job.get("pid")
-        if pid and not pid_alive(int(pid)):
-            job = {**job, "state": "killed"}
-    return job
+    """A job record with its state corrected (nothing is written).
+
+    An active record none of whose processes is alive is ``killed``; one whose pids are alive but
+    belong to other processes (pid reuse after a crash or reboot, a copied workspace, a crafted
+    file) is ``lost``. Either gets an ``ended`` time from the run folder's last write.
+    """
+    state = runs.JobState.parse(job.get("state"))
+    if not state.active:
+        return job
+    pids = [job.get(k) for k in ("supervisor_pid", "pid")]
+    started = job.get("started")
+    launching = state is JobState.STARTING and not any(pids) and isinstance(started, int | float) \
+        and time.time() - started < LAUNCH_GRACE_S  # the launcher is between its two writes
+    if launching or live_processes(job):
+        return job
+    reused = any(isinstance(p, int) and not isinstance(p, bool) and p > 0 and pid_alive(p) for p in pids)
+    out = {**job, "state": JobState.LOST if reused else JobState.KILLED}
+    if not isinstance(job.get("ended"), int | float):
+        out["ended"] = _last_sign_of_life(job)
+    return out
 
 
 def job_state(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -85,7 +179,8 @@ def job_state(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def is_active(job: dict[str, Any]) -> bool:
-    return refresh(job).get("state") in ("starting", "running")
+    """Whether the job is starting or running, checked against its live processes."""
+    return runs.JobState.parse(refresh(job).get("state")).active
 
 
 def parent_pid(pid: int) -> int | None:
@@ -98,7 +193,10 @@ def parent_pid(pid: int) -> int | None:
 
 
 def descendant_pids(pid: int) -> list[int]:
-    """Every current descendant of ``pid``, parents before children, whatever their session."""
+    """Every current descendant of ``pid``, parents before children, whatever their session
+    (none for pid 0 or 1: the whole system descends from init)."""
+    if pid <= 1:
+        return []
     children: dict[int, list[int]] = {}
     try:
         for entry in os.scandir("/proc"):
@@ -117,31 +215,45 @@ def descendant_pids(pid: int) -> list[int]:
     return found
 
 
+def _signal(pid: int, sig: int, *, group: bool) -> bool:
+    try:
+        (os.killpg if group else os.kill)(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def cancel_job(run_dir: str | os.PathLike[str], *, force: bool = False) -> bool:
     """Ask a job to stop: SIGTERM to its process group (trainers checkpoint first).
 
-    ``force`` SIGKILLs the group and every descendant of the supervisor, including torchrun's
-    workers, which sit in sessions of their own and would otherwise outlive their agent.
+    Only processes proven to be the job's are signalled (see :func:`is_same_process`): the
+    supervisor's group while the supervisor lives, the command itself too (it may have outlived a
+    supervisor killed with -9). ``force`` SIGKILLs them and every descendant of each, including
+    torchrun's workers, which sit in sessions of their own and would otherwise outlive their agent.
+    Returns False when nothing of the job is running.
     """
     job = runs.read_job(run_dir) or {}
-    pgid = job.get("pgid") or job.get("supervisor_pid")
-    if not pgid or not is_active(job):
+    if not runs.JobState.parse(job.get("state")).active:
+        return False
+    live = live_processes(job)
+    if not live:
         return False
     if not force:
-        runs.update_job(run_dir, cancel_requested=time.time())
+        runs.request_cancel(run_dir)
+    sig = signal.SIGKILL if force else signal.SIGTERM
     # collected before the kill: once their parents die, orphans no longer point back to the job
-    stray = descendant_pids(int(job.get("supervisor_pid") or pgid)) if force else []
-    try:
-        os.killpg(int(pgid), signal.SIGKILL if force else signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    finally:
-        for pid in stray:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-    if force:
-        runs.update_job(run_dir, state="killed", ended=time.time())
-    return True
+    stray = [d for pid in live for d in descendant_pids(pid)] if force else []
+    sent = False
+    for pid in live:
+        # the supervisor leads its own session and group; a command is signalled by pid
+        group = pid == job.get("supervisor_pid") and job.get("pgid") == pid
+        sent = _signal(pid, sig, group=group) or sent
+    for pid in stray:
+        _signal(pid, signal.SIGKILL, group=False)
+    if force and sent:
+        with contextlib.suppress(runs.TransitionRefused):
+            runs.mark_killed(run_dir)
+    return sent
 
 
 def wait_job(run_dir: str | os.PathLike[str], timeout: float = 60.0, poll: float = 0.1) -> dict[str, Any]:
@@ -149,7 +261,7 @@ def wait_job(run_dir: str | os.PathLike[str], timeout: float = 60.0, poll: float
     deadline = time.monotonic() + timeout
     while True:
         job = job_state(run_dir)
-        if job.get("state") in TERMINAL_STATES or time.monotonic() > deadline:
+        if runs.JobState.parse(job.get("state")).terminal or time.monotonic() > deadline:
             return job
         time.sleep(poll)
 

@@ -24,6 +24,24 @@ except ImportError:  # pragma: no cover
         return json.loads(b)
 
 
+def row_step(row: Any) -> int | None:
+    """The step of a metrics line: a JSON object's integer ``step`` (``3.0`` counts), else None.
+
+    Every reader goes through this: a line that is JSON but not an object, has no step or a
+    step that is not a whole number is skipped (and counted) rather than trusted.
+    """
+    if not isinstance(row, dict):
+        return None
+    step = row.get("step")
+    if isinstance(step, bool):
+        return None
+    if isinstance(step, int):
+        return step
+    if isinstance(step, float) and math.isfinite(step) and step.is_integer():
+        return int(step)
+    return None
+
+
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
@@ -73,9 +91,10 @@ class MetricsWriter:
                     row = _loads(line)
                 except ValueError:
                     continue
-                if int(row.get("step", 0)) <= step:
+                at = row_step(row)
+                if at is not None and at <= step:
                     keep += line
-                    if "time" in row and row["time"] is not None:
+                    if isinstance(row.get("time"), int | float):
                         self.t0 = time.time() - float(row["time"])
         from llmctl.core.atomic import write_bytes
 
@@ -107,9 +126,11 @@ class JsonlTail:
         self._partial = b""
         self._ino: int | None = None
         self.reset = False
+        self.skipped = 0  # lines that were not a JSON object
 
     def read_new(self, max_bytes: int | None = None) -> list[dict[str, Any]]:
-        """Parsed new rows (undecodable lines skipped); ``reset`` tells whether it restarted."""
+        """Parsed new rows (lines that are not a JSON object skipped and counted in ``skipped``);
+        ``reset`` tells whether it restarted."""
         self.reset = False
         try:
             st = self.path.stat()
@@ -132,20 +153,60 @@ class JsonlTail:
             if not line.strip():
                 continue
             try:
-                rows.append(_loads(line))
+                row = _loads(line)
             except ValueError:
-                continue
+                row = None
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                self.skipped += 1
         return rows
 
 
+def load_metrics(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], int]:
+    """``(rows, skipped)``: every complete line with a whole-number step, and how many lines were
+    not (not JSON, not an object, no step, a step that is not an integer)."""
+    tail = JsonlTail(path)
+    rows = []
+    skipped = 0
+    for row in tail.read_new():
+        if row_step(row) is None:
+            skipped += 1
+        else:
+            rows.append({**row, "step": row_step(row)})
+    return rows, skipped + tail.skipped
+
+
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All complete rows of a metrics file."""
-    return JsonlTail(path).read_new()
+    """All complete rows of a metrics file that have a step (see :func:`load_metrics`)."""
+    return load_metrics(path)[0]
+
+
+def last_step(path: str | os.PathLike[str], tail_bytes: int = 65536) -> int | None:
+    """The step of the last valid line of a metrics file, reading only its tail."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - tail_bytes))
+            data = f.read()
+    except OSError:
+        return None
+    for line in reversed(data.split(b"\n")[1 if size > tail_bytes else 0:]):
+        if line.strip():
+            try:
+                step = row_step(_loads(line))
+            except ValueError:
+                continue
+            if step is not None:
+                return step
+    return None
 
 
 def iter_series(rows: list[dict[str, Any]], key: str) -> Iterator[tuple[int, float]]:
     """(step, value) pairs of one metric, skipping rows without it or with null."""
     for r in rows:
         v = r.get(key)
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            yield int(r["step"]), float(v)
+        step = row_step(r)
+        if step is not None and isinstance(v, int | float) and not isinstance(v, bool):
+            yield step, float(v)

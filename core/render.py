@@ -7,7 +7,7 @@ from typing import Any
 
 STATE_STYLE = {
     "ready": "green", "done": "green", "can run": "cyan", "running": "yellow", "building": "yellow",
-    "stale": "magenta", "failed": "red", "missing": "dim", "waiting": "dim", "not built": "dim italic",
+    "stale": "magenta", "stopped": "magenta", "failed": "red", "missing": "dim", "waiting": "dim", "not built": "dim italic",
 }
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmctl.core import jobs
+from llmctl.core import jobs, runs
 from llmctl.core.artifacts import (
     ArtifactStatus,
     artifact_fingerprint,
@@ -101,11 +101,14 @@ def stage_statuses(ws: Workspace, arts: dict[str, ArtifactStatus] | None = None)
     arts = arts if arts is not None else artifact_statuses(ws)
     active: dict[str, str] = {}
     last: dict[str, str] = {}
+    stopped: dict[str, str] = {}  # stage -> "stopped at step k/N (killed)" of its newest run
     for r in jobs.list_jobs(ws.runs_dir):
-        if r.job.get("state") in ("starting", "running"):
+        if r.state.active:
             active[r.stage] = str(r.path)
         else:
-            last[r.stage] = r.job.get("state", "")
+            last[r.stage] = r.state
+            where = runs.stopped_at(r.job, *runs.run_progress(r.path, r.job))
+            stopped[r.stage] = f"{where} ({r.state})" if where else ""
     out = []
     for st in STAGES:
         s = StageStatus(st.name, "can run", needs=list(st.needs), makes=list(st.makes))
@@ -116,7 +119,9 @@ def stage_statuses(ws: Workspace, arts: dict[str, ArtifactStatus] | None = None)
         else:
             made = [arts[m] for m in st.makes if m in arts]
             missing = [label for ok, label in (_need_met(n, arts) for n in st.needs) if not ok]
-            if made and all(a.state == "ready" for a in made):
+            if made and all(a.state == "ready" for a in made) and stopped.get(st.name):
+                s.state, s.detail = "stopped", stopped[st.name]
+            elif made and all(a.state == "ready" for a in made):
                 s.state = "done"
             elif any(a.state == "stale" for a in made):
                 s.state = "stale"

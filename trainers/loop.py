@@ -36,7 +36,7 @@ import torch.nn as nn
 
 from llmctl.core.artifacts import artifact_fingerprint, file_fingerprint, newest_checkpoint
 from llmctl.core.metrics import MetricsWriter
-from llmctl.core.runs import METRICS_FILE, write_provenance
+from llmctl.core.runs import METRICS_FILE, record_max_steps, write_provenance
 from llmctl.trainers import distributed as D
 from llmctl.trainers.checkpoint import (
     load_checkpoint,
@@ -252,6 +252,8 @@ class Session:
         self.extra = ExtraLoggers(self.run_dir, params, stage) if self.is_main else None
         self.stop = StopFlag().install()
         self.progress: Progress | None = None
+        if self.is_main and isinstance(getattr(params, "max_steps", None), int):
+            record_max_steps(self.run_dir, params.max_steps)  # progress reads k/N from the run folder
         try:
             self.tokenizer_info = ws.tokenizer().describe()
         except Exception:  # a missing tokenizer must not stop training; provenance says so

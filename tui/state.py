@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +21,9 @@ from llmctl.core.render import STATE_STYLE, human_bytes
 from llmctl.core.status import StageStatus
 from llmctl.core.workspace import Workspace
 
-ACTIVE = ("starting", "running")
+ACTIVE = tuple(core_runs.ACTIVE)
 JOB_STYLE = {"done": "green", "running": "yellow", "starting": "yellow", "failed": "red", "killed": "red",
-             "cancelled": "magenta"}
+             "lost": "red", "cancelled": "magenta"}
 
 
 def style_for(state: str) -> str:
@@ -86,10 +85,7 @@ def fmt_counts(counts: dict[str, Any], limit: int = 3) -> str:
     return ", ".join(parts) or "-"
 
 
-def short_run(run_id: str) -> str:
-    """A run id without its date: ``HHMMSS-xxxx`` (the full id is shown in detail lines)."""
-    parts = run_id.split("-")
-    return "-".join(parts[1:]) if len(parts) == 3 and len(parts[0]) == 8 else run_id
+short_run = core_runs.short_run  # the run id the app shows (core matches it too)
 
 
 # ---- jobs ----------------------------------------------------------------------------------------
@@ -111,6 +107,7 @@ class JobRow:
     pid: int | None = None
     error: str | None = None
     command: list[str] = field(default_factory=list)
+    stopped: str | None = None  # "stopped at step k/N" for a run that ended before its last step
 
     @property
     def key(self) -> str:
@@ -190,19 +187,15 @@ def _read_last_row(path: str | os.PathLike[str], tail_bytes: int) -> dict[str, A
     return None
 
 
-_MAX_RE = re.compile(r"^--(max[-_]steps|steps|total[-_]steps)(?:=(\d+))?$")
 _prov_cache: dict[str, tuple[int, int | None]] = {}
 
 
 def _max_steps_from(run_dir: Path, job: dict[str, Any], ws_config: dict[str, Any]) -> int | None:
-    cmd = job.get("command") or []
-    for i, a in enumerate(cmd):
-        m = _MAX_RE.match(str(a))
-        if m:
-            if m.group(2):
-                return int(m.group(2))
-            if i + 1 < len(cmd) and str(cmd[i + 1]).isdigit():
-                return int(cmd[i + 1])
+    """The step budget the trainer recorded in job.json; for runs of older versions, the one in
+    provenance.json's parameters, else the workspace's configured ``max_steps``."""
+    recorded = job.get("max_steps")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0:
+        return recorded
     prov = run_dir / core_runs.PROVENANCE_FILE
     try:
         mt = prov.stat().st_mtime_ns
@@ -244,6 +237,7 @@ def job_row(info: core_runs.RunInfo, ws_config: dict[str, Any]) -> JobRow:
                 row.max_steps = last[k]
     if row.max_steps is None:
         row.max_steps = _max_steps_from(info.path, j, ws_config)
+    row.stopped = core_runs.stopped_at(j, row.step, row.max_steps)
     return row
 
 

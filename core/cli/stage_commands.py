@@ -10,14 +10,13 @@ import inspect
 import json
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from llmctl.core import runs
+from llmctl.core import jobs, runs
 from llmctl.core.artifacts import ENV_CONFIG_PARAMS
 from llmctl.core.cli.common import GROUPS, WorkspaceOpt, app, fail, open_workspace, user_errors
 from llmctl.core.stages import (
@@ -101,7 +100,11 @@ def _strip_flags(argv: list[str], flags: dict[str, int]) -> list[str]:
 
 
 def execute_stage(stage: Stage, ws, params: Any, run_dir: Path | None = None) -> dict[str, Any] | None:
-    """Run a stage in this process, in a run folder, recording its job state."""
+    """Run a stage in this process, in a run folder, recording its job state.
+
+    Without a supervisor writing the run's log.txt (a foreground run, the demo's stages), this
+    process copies what it prints there, so every run has its log.
+    """
     own = run_dir is None
     if run_dir is None:
         env_dir = runs.current_run_dir()
@@ -122,24 +125,30 @@ def execute_stage(stage: Stage, ws, params: Any, run_dir: Path | None = None) ->
     except (ParamError, TypeError):
         os.environ.pop(ENV_CONFIG_PARAMS, None)
     if own:
-        runs.update_job(run_dir, stage=stage.name, command=sys.argv, state="running", pid=os.getpid(),
-                        started=time.time(), run_dir=str(run_dir), foreground=True)
+        runs.begin(run_dir, stage=stage.name, command=sys.argv, state=runs.JobState.RUNNING, pid=os.getpid(),
+                   pid_identity=jobs.process_identity(os.getpid()), foreground=True)
+    supervised = bool((runs.read_job(run_dir) or {}).get("supervisor_pid"))
+    log = runs.LogTee(run_dir / runs.LOG_FILE) if not supervised and os.environ.get("RANK", "0") == "0" else None
     runner = stage.load_runner()
     try:
         result = runner(ws, params, run_dir)
     except BaseException as e:
+        if log is not None:
+            log.note(f"llmctl: {type(e).__name__}: {e}")
         if own:
-            state = "cancelled" if isinstance(e, KeyboardInterrupt) else "failed"
-            runs.update_job(run_dir, state=state, ended=time.time(), error=f"{type(e).__name__}: {e}")
+            runs.finish(run_dir, 130 if isinstance(e, KeyboardInterrupt) else 1,
+                        cancelled=isinstance(e, KeyboardInterrupt), error=f"{type(e).__name__}: {e}")
         raise
     finally:
+        if log is not None:
+            log.close()
         for key, value in saved_env.items():  # a later in-process call gets its own run folder
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
     if own:
-        runs.update_job(run_dir, state="done", exit_code=0, ended=time.time())
+        runs.finish(run_dir, 0)
     return result
 
 
@@ -160,8 +169,6 @@ def _make_stage_command(stage: Stage):
         gpu_list = [int(g) for g in gpus.split(",") if g.strip()] if gpus else None
         under_torchrun = "LOCAL_RANK" in os.environ
         if detach or (nproc > 1 and not under_torchrun):
-            from llmctl.core import jobs
-
             args = _strip_flags(sys.argv[1:], {"--detach": 0, "--nproc": 1, "--gpus": 1})
             args = args[len(stage.command):] if tuple(args[:len(stage.command)]) == stage.command else args
             if "--workspace" not in args and "-w" not in args:
@@ -179,10 +186,10 @@ def _make_stage_command(stage: Stage):
             env[runs.ENV_RUN_DIR] = str(run_dir)
             import subprocess
 
-            runs.update_job(run_dir, stage=stage.name, command=argv, state="running", pid=os.getpid(),
-                            started=time.time(), run_dir=str(run_dir), foreground=True)
+            runs.begin(run_dir, stage=stage.name, command=argv, state=runs.JobState.RUNNING, pid=os.getpid(),
+                       pid_identity=jobs.process_identity(os.getpid()), foreground=True)
             code = subprocess.call(argv, env=env)
-            runs.update_job(run_dir, state="done" if code == 0 else "failed", exit_code=code, ended=time.time())
+            runs.finish(run_dir, code)
             raise typer.Exit(code)
         if gpu_list is not None:
             os.environ.setdefault("CUDA_VISIBLE_DEVICES", ",".join(map(str, gpu_list)))

@@ -36,7 +36,8 @@ def summary_line(state: WorkspaceState | None, gpu: GpuSnapshot | None) -> Text:
     running = state.running
     out.append(f"▶ {len(running)} job(s) running" if running else "no job running",
                style="bold yellow" if running else "dim")
-    for key, style in (("done", "green"), ("can run", "cyan"), ("stale", "magenta"), ("failed", "red"),
+    for key, style in (("done", "green"), ("can run", "cyan"), ("stale", "magenta"), ("stopped", "magenta"),
+                       ("failed", "red"),
                        ("waiting", "dim"), ("not built", "dim")):
         if counts.get(key):
             out.append(f" · {counts[key]} {key}", style=style)

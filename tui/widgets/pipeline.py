@@ -45,7 +45,7 @@ def makes_text(makes: list[str], state: WorkspaceState) -> Text:
 
 
 def stage_state_text(state: str) -> Text:
-    icon = {"running": "▶ ", "done": "✓ ", "failed": "✗ ", "stale": "! ", "can run": "○ ",
+    icon = {"running": "▶ ", "done": "✓ ", "failed": "✗ ", "stale": "! ", "stopped": "■ ", "can run": "○ ",
             "waiting": "… ", "not built": "  "}.get(state, "")
     return Text(icon + state, style=style_for(state))
 
