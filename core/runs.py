@@ -138,6 +138,11 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 
+class RunStopped(RuntimeError):
+    """A run ended for a reason its message states in one line (a non-finite loss, non-finite
+    weights, a checkpoint that cannot be written or read); the CLI shows it without a traceback."""
+
+
 class TransitionRefused(RuntimeError):
     """A job-state change that the recorded state does not allow (e.g. done -> running)."""
 

@@ -22,6 +22,8 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from llmctl.core.artifacts import ArtifactWriter, newest_checkpoint, read_manifest, ready_checkpoints
+from llmctl.core.render import human_bytes
+from llmctl.core.runs import RunStopped
 from llmctl.trainers.model import GPT, GPTConfig
 
 WEIGHTS = "model.safetensors"
@@ -29,6 +31,30 @@ CONFIG = "config.json"
 STATE = "state.pt"
 FORMAT = "llmctl-gpt-1"
 _STEP_RE = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointError(RunStopped):
+    """A checkpoint that cannot be written (full disk, non-finite weights) or read safely."""
+
+
+class NonFiniteWeights(CheckpointError):
+    """The weights hold NaN or inf: such a model is never saved as a ready checkpoint."""
+
+    def __init__(self, path: Path, names: list[str]) -> None:
+        self.path, self.names = path, names
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        super().__init__(f"weights are not finite ({', '.join(names[:3])}{more}): "
+                         f"not saving {path} as a checkpoint; lower the learning rate or resume from an earlier step")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else type(e).__name__)
+
+
+def _disk_full(e: BaseException) -> bool:
+    return getattr(e, "errno", None) == 28 or "os error 28" in str(e) or "No space left" in str(e) \
+        or "file write failed" in str(e)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -103,22 +129,32 @@ def save_checkpoint(run_ckpt_dir: str | os.PathLike[str], model: nn.Module, opti
         raise TypeError("save_checkpoint needs a GPTConfig (model.config or config=)")
     final = Path(run_ckpt_dir) / step_dir_name(step)
     counts = {"step": step, **(counts or {})}
+    tensors, tied = _dedupe(raw.state_dict())
+    bad = [n for n, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise NonFiniteWeights(final, bad)
     with ArtifactWriter(final, stage=stage, params=params or {}, inputs=inputs or {}) as w:
         if w.tmp.exists():
             shutil.rmtree(w.tmp)
         w.tmp.mkdir(parents=True)
-        tensors, tied = _dedupe(raw.state_dict())
-        save_file(tensors, str(w.tmp / WEIGHTS), metadata={"format": FORMAT, "tied": json.dumps(tied)})
-        (w.tmp / CONFIG).write_text(json.dumps({"format": FORMAT, "model": cfg.to_dict(),
-                                                "model_class": type(raw).__name__}, indent=2) + "\n")
-        state = {
-            "step": step,
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": rng_state(),
-            "extra": extra or {},
-        }
-        torch.save(state, w.tmp / STATE)
+        try:
+            save_file(tensors, str(w.tmp / WEIGHTS), metadata={"format": FORMAT, "tied": json.dumps(tied)})
+            (w.tmp / CONFIG).write_text(json.dumps({"format": FORMAT, "model": cfg.to_dict(),
+                                                    "model_class": type(raw).__name__}, indent=2) + "\n")
+            state = {
+                "step": step,
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "rng": rng_state(),
+                "extra": extra or {},
+            }
+            torch.save(state, w.tmp / STATE)
+        except Exception as e:  # safetensors and torch report a full disk as their own errors
+            if not _disk_full(e) and isinstance(e, TypeError | ValueError):
+                raise
+            free = shutil.disk_usage(w.tmp.parent).free
+            why = f"no space left ({human_bytes(free)} free on {w.tmp.parent})" if _disk_full(e) else _first_line(e)
+            raise CheckpointError(f"cannot write checkpoint {final}: {why}") from None
         w.commit(counts=counts, tokenizer=tokenizer, model=cfg.to_dict())
     return final
 
@@ -200,7 +236,13 @@ def load_checkpoint(path: str | os.PathLike[str], device: Any = "cpu", *,
     state: dict[str, Any] = {"extra_weights": extra_weights}
     sp = step_dir / STATE
     if sp.is_file():
-        state.update(torch.load(sp, map_location="cpu", weights_only=True))
+        try:  # weights_only: a crafted pickle is refused, never executed
+            loaded = torch.load(sp, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{sp}: not a training state llmctl can load safely ({_first_line(e)})") from None
+        if not isinstance(loaded, dict):
+            raise CheckpointError(f"{sp}: not a training state (a {type(loaded).__name__}, not a dict)")
+        state.update(loaded)
     state.setdefault("step", step_of(step_dir))
     state.setdefault("extra", {})
     state.update(manifest=read_manifest(step_dir) or {}, config=config, path=step_dir)

@@ -36,7 +36,7 @@ import torch.nn as nn
 
 from llmctl.core.artifacts import artifact_fingerprint, file_fingerprint, newest_checkpoint
 from llmctl.core.metrics import MetricsWriter
-from llmctl.core.runs import METRICS_FILE, record_max_steps, write_provenance
+from llmctl.core.runs import METRICS_FILE, RunStopped, record_max_steps, write_provenance
 from llmctl.trainers import distributed as D
 from llmctl.trainers.checkpoint import (
     load_checkpoint,
@@ -58,7 +58,7 @@ GPU_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(RunStopped):
     """The loss became NaN/inf; the run stopped with a checkpoint to inspect."""
 
     def __init__(self, step: int, checkpoint: Path | None) -> None:

@@ -8,6 +8,7 @@ import typer
 
 from llmctl.core.artifacts import ArtifactBusy
 from llmctl.core.data.records import InputError, TooManyErrors
+from llmctl.core.runs import RunStopped
 from llmctl.core.stages import ParamError, StageNotBuilt
 from llmctl.core.tokenizer import TokenizerError
 from llmctl.core.workspace import Workspace, WorkspaceError
@@ -37,7 +38,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ParamError, StageNotBuilt, FileN
 def user_errors() -> tuple[type[BaseException], ...]:
     from llmctl.core.workspace import WorkspaceError
 
-    return USER_ERRORS + (InputError, TooManyErrors, TokenizerError, WorkspaceError, ArtifactBusy, OSError)
+    return USER_ERRORS + (InputError, TooManyErrors, TokenizerError, WorkspaceError, ArtifactBusy, OSError, RunStopped)
 
 
 def fail(msg: str, code: int = 1) -> typer.Exit:

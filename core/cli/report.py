@@ -13,9 +13,10 @@ from typing import Any
 from llmctl.core import atomic
 from llmctl.core.artifacts import artifact_fingerprint
 from llmctl.core.cli.svg_chart import line_chart
-from llmctl.core.metrics import iter_series, read_metrics
+from llmctl.core.jobs import list_jobs
+from llmctl.core.metrics import iter_series, load_metrics
 from llmctl.core.render import human_age, human_bytes
-from llmctl.core.runs import PROVENANCE_FILE, list_runs
+from llmctl.core.runs import PROVENANCE_FILE, run_progress, stopped_at
 from llmctl.core.status import artifact_statuses
 from llmctl.core.workspace import Workspace
 
@@ -87,14 +88,18 @@ def build_report(ws: Workspace, out: Path | None = None, *, fmt: str = "md") -> 
 
     evals = []
     lines += ["## Runs", ""]
-    all_runs = list_runs(ws.runs_dir)
+    all_runs = list_jobs(ws.runs_dir)
     if not all_runs:
         lines += ["No runs yet.", ""]
     for r in all_runs:
         job = r.job
-        dur = (job.get("ended") or time.time()) - (job.get("started") or time.time())
+        started, ended = job.get("started"), job.get("ended")
+        started = started if isinstance(started, int | float) else time.time()
+        dur = (ended if isinstance(ended, int | float) else time.time()) - started
+        stopped = stopped_at(job, *run_progress(r.path, job))
         lines += [f"### {r.stage} / {r.run_id}", "",
-                  f"State **{job.get('state', '?')}**, {dur:.0f} s, exit code {job.get('exit_code', '-')}.", ""]
+                  f"State **{r.state}**{f' ({stopped})' if stopped else ''}, {dur:.0f} s, "
+                  f"exit code {job.get('exit_code', '-')}.", ""]
         prov_path = r.path / PROVENANCE_FILE
         if prov_path.exists():
             try:
@@ -107,7 +112,9 @@ def build_report(ws: Workspace, out: Path | None = None, *, fmt: str = "md") -> 
                 lines += [f"Parameters: {shown}", ""]
             if prov.get("git_commit"):
                 lines += [f"Commit `{prov['git_commit'][:12]}`, seed {prov.get('seed')}.", ""]
-        rows = read_metrics(r.path / "metrics.jsonl")
+        rows, skipped = load_metrics(r.path / "metrics.jsonl")
+        if skipped:
+            lines += [f"{skipped} line(s) of metrics.jsonl skipped: not a JSON object with a whole-number step.", ""]
         summary = summarize_metrics(rows)
         if summary:
             lines += ["| metric | final | best | points |", "|---|---|---|---|"]

@@ -16,9 +16,10 @@ from typing import Any, Optional
 
 import typer
 
-from llmctl.core import jobs, runs
+from llmctl.core import clean, jobs, runs
 from llmctl.core.artifacts import ENV_CONFIG_PARAMS
 from llmctl.core.cli.common import GROUPS, WorkspaceOpt, app, fail, open_workspace, user_errors
+from llmctl.core.render import human_bytes
 from llmctl.core.stages import (
     STAGES,
     ParamError,
@@ -99,6 +100,14 @@ def _strip_flags(argv: list[str], flags: dict[str, int]) -> list[str]:
     return out
 
 
+def _clean_leftovers(ws, stage: str) -> None:
+    """Remove the unfinished checkpoints and locks that killed runs of ``stage`` left (provably dead)."""
+    items = clean.checkpoint_leftovers(ws.checkpoints_dir / stage)
+    if items:
+        freed = clean.remove(items)
+        print(f"llmctl: removed {len(items)} leftover(s) of killed {stage} runs ({human_bytes(freed)})", flush=True)
+
+
 def execute_stage(stage: Stage, ws, params: Any, run_dir: Path | None = None) -> dict[str, Any] | None:
     """Run a stage in this process, in a run folder, recording its job state.
 
@@ -129,9 +138,10 @@ def execute_stage(stage: Stage, ws, params: Any, run_dir: Path | None = None) ->
                    pid_identity=jobs.process_identity(os.getpid()), foreground=True)
     supervised = bool((runs.read_job(run_dir) or {}).get("supervisor_pid"))
     log = runs.LogTee(run_dir / runs.LOG_FILE) if not supervised and os.environ.get("RANK", "0") == "0" else None
-    runner = stage.load_runner()
     try:
-        result = runner(ws, params, run_dir)
+        if stage.trains and os.environ.get("RANK", "0") == "0":
+            _clean_leftovers(ws, stage.name)
+        result = stage.load_runner()(ws, params, run_dir)
     except BaseException as e:
         if log is not None:
             log.note(f"llmctl: {type(e).__name__}: {e}")

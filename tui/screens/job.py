@@ -232,6 +232,9 @@ class JobScreen(Screen):
             row = self.lapp.state.job(self.key) if self.lapp.state else None
             if row and row.max_steps:
                 out.append(f"/{row.max_steps:,}")
+        row = self.lapp.state.job(self.key) if self.lapp.state else None
+        if row is not None and row.stopped:
+            out.append(f"  {row.stopped}", style="magenta")
         if j.get("gpus"):
             out.append(f"  GPUs {','.join(map(str, j['gpus']))}")
         if j.get("cancel_requested") and state in ("starting", "running"):

@@ -18,7 +18,10 @@ DEFAULT_PICKS = ("train/loss", "eval/loss", "loss", "reward", "rewards/margins",
 
 
 def default_selection(keys: Sequence[str]) -> list[str]:
-    """The metrics shown before the user picks: the losses, else the reward, else the first key."""
+    """The metrics shown before the user picks: an RL run's reward (GRPO, PPO log ``reward``: what
+    they optimise, where their loss says little), else the losses, else the first known headline key."""
+    if "reward" in keys:
+        return ["reward"]
     losses = [k for k in keys if k.endswith("loss") and not k.startswith("time")]
     if losses:
         return losses[:2]
