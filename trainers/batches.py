@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llmctl.core.data.records import open_hdf5
+
 Batch = dict[str, torch.Tensor]
 
 
@@ -79,10 +81,8 @@ class PackedRows:
     """Rows of ``sft_packed.h5`` (``tokens``, ``loss_mask``, ``example_ids``), cropped to ``length`` columns."""
 
     def __init__(self, path: str | os.PathLike[str], length: int = 0) -> None:
-        import h5py
-
         self.path = Path(path)
-        with h5py.File(self.path, "r") as f:
+        with open_hdf5(self.path) as f:
             for name in ("tokens", "loss_mask", "example_ids"):
                 if name not in f:
                     raise KeyError(f"{self.path}: dataset {name!r} missing (rebuild with `llmctl prepare sft`)")

@@ -29,6 +29,19 @@ class InputError(ValueError):
         super().__init__(f"{where}: {what}")
 
 
+def open_hdf5(path: str | os.PathLike[str]) -> Any:
+    """An HDF5 file opened for reading; a file that is not one is an :class:`InputError` naming it."""
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as e:
+        reason = str(e).split("(", 1)[-1].rstrip(")") if "(" in str(e) else str(e)
+        raise InputError(path, None, f"not an HDF5 file of tokens ({reason})") from None
+
+
 class TooManyErrors(RuntimeError):
     """More records were skipped than the error policy allows."""
 

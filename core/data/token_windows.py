@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from llmctl.core.data.records import open_hdf5
+
 DATASET = "tokens"
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
@@ -51,10 +53,8 @@ class TokenFile:
     """A flat token array in an HDF5 file: ``len``, ``read(start, n)`` and ``attrs``."""
 
     def __init__(self, path: str | os.PathLike[str], dataset: str = DATASET) -> None:
-        import h5py
-
         self.path = Path(path)
-        self._h5 = h5py.File(self.path, "r")
+        self._h5 = open_hdf5(self.path)
         try:
             if dataset not in self._h5:
                 raise KeyError(f"{self.path}: no dataset {dataset!r}")
