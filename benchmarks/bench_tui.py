@@ -237,11 +237,11 @@ def result(out: str) -> dict:
 
 
 def bench_curves(ws: Path, lines: int, grow: int) -> dict:
-    from llmctl.core.runs import new_run_dir, update_job
+    from llmctl.core.runs import JobState, begin, finish, new_run_dir
 
     run = new_run_dir(ws / "runs", "pretrain", "20260101-090000-big0")
-    update_job(run, stage="pretrain", state="done", started=1.0, ended=2.0, exit_code=0,
-               command=["llmctl", "run", "pretrain"])
+    begin(run, stage="pretrain", command=["llmctl", "run", "pretrain"], state=JobState.RUNNING)
+    finish(run, 0)
     metrics = run / "metrics.jsonl"
     t = time.perf_counter()
     write_metrics(metrics, 0, lines)
