@@ -182,8 +182,9 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return load_metrics(path)[0]
 
 
-def last_step(path: str | os.PathLike[str], tail_bytes: int = 65536) -> int | None:
-    """The step of the last valid line of a metrics file, reading only its tail."""
+def last_row(path: str | os.PathLike[str], tail_bytes: int = 65536, *, with_step: bool = False) -> dict[str, Any] | None:
+    """The last complete JSON object of a JSONL file (with ``with_step``, the last with a whole-number
+    step), reading only its tail."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -195,12 +196,17 @@ def last_step(path: str | os.PathLike[str], tail_bytes: int = 65536) -> int | No
     for line in reversed(data.split(b"\n")[1 if size > tail_bytes else 0:]):
         if line.strip():
             try:
-                step = row_step(_loads(line))
+                row = _loads(line)
             except ValueError:
                 continue
-            if step is not None:
-                return step
+            if isinstance(row, dict) and (not with_step or row_step(row) is not None):
+                return row
     return None
+
+
+def last_step(path: str | os.PathLike[str], tail_bytes: int = 65536) -> int | None:
+    """The step of the last valid line of a metrics file, reading only its tail."""
+    return row_step(last_row(path, tail_bytes, with_step=True))
 
 
 def iter_series(rows: list[dict[str, Any]], key: str) -> Iterator[tuple[int, float]]:

@@ -16,29 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
+from test_spine_jobs import SCRIPT
 
 from llmctl.core import jobs, runs
 from llmctl.core.artifacts import pid_alive
 from llmctl.core.metrics import MetricsWriter, load_metrics, read_metrics
 
-# a command that logs a step every 50 ms and, on SIGTERM, "checkpoints" and exits 3
-WORKER = r"""
-import json, os, signal, sys, time
-run = os.environ["LLMCTL_RUN_DIR"]
-stop = False
-def term(*a):
-    global stop
-    stop = True
-signal.signal(signal.SIGTERM, signal.SIG_IGN if sys.argv[1] == "stubborn" else term)
-with open(os.path.join(run, "metrics.jsonl"), "a") as f:
-    for step in range(1, 100000):
-        f.write(json.dumps({"step": step}) + "\n"); f.flush()
-        print(f"step {step}", flush=True)
-        if stop:
-            print("checkpoint written, exiting", flush=True)
-            sys.exit(3)
-        time.sleep(0.05)
-"""
+# a command that ignores SIGTERM (SCRIPT stops on it: "checkpoint written", exit 3)
+STUBBORN = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "for i in range(1, 3000): print(f'step {i}', flush=True); time.sleep(0.05)")
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -55,8 +41,9 @@ def wait_for(cond, what: str, timeout: float = 60.0) -> None:
 
 
 def start_worker(runs_dir: Path, mode: str) -> tuple[Path, int, int]:
-    """A real job running WORKER; returns (run folder, supervisor pid, command pid) once it logs."""
-    run_dir = jobs.start_job(runs_dir, "demo", [sys.executable, "-c", WORKER, mode])
+    """A real job running SCRIPT (or STUBBORN); returns (run folder, supervisor pid, command pid) once it logs."""
+    run_dir = jobs.start_job(runs_dir, "demo", [sys.executable, "-c", STUBBORN if mode == "stubborn" else SCRIPT,
+                                                "100000"])
     wait_for(lambda: "step 2\n" in (run_dir / "log.txt").read_text(), "the job never logged")
     job = runs.read_job(run_dir)
     return run_dir, job["supervisor_pid"], job["pid"]

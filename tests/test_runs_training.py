@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from test_faults import small_disk  # noqa: F401  (a real 3 MB tmpfs, skipped where mounting is refused)
 
 from llmctl.core import jobs, runs
 from llmctl.core.artifacts import ready_checkpoints
@@ -35,12 +36,16 @@ def pretrain_args(ws: Path, *extra: str) -> list[str]:
             "--no-progress", *extra]
 
 
+def write_tokens(data_dir: Path, tokenizer, shared_data: Path) -> None:
+    """pile_train.h5 from real text (tinyshakespeare)."""
+    text = (shared_data / "pile-sample" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:60_000]
+    with h5py.File(data_dir / "pile_train.h5", "w") as f:
+        f.create_dataset("tokens", data=np.asarray(tokenizer.encode(text), dtype=np.int32))
+
+
 @pytest.fixture
 def ws(workspace, tokenizer, shared_data):
-    """A workspace with pile_train.h5 from real text (tinyshakespeare)."""
-    text = (shared_data / "pile-sample" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:60_000]
-    with h5py.File(workspace.data_dir / "pile_train.h5", "w") as f:
-        f.create_dataset("tokens", data=np.asarray(tokenizer.encode(text), dtype=np.int32))
+    write_tokens(workspace.data_dir, tokenizer, shared_data)
     return workspace
 
 
@@ -128,23 +133,13 @@ def test_a_crafted_state_pt_is_refused_in_one_line_and_never_run(ws, tmp_path):
         assert not marker.exists()
 
 
-@pytest.fixture
-def small_checkpoints(ws):
-    """The workspace's checkpoints/ on a real 3 MB filesystem (tmpfs); skipped where mounting is refused."""
-    mnt = ws.checkpoints_dir
-    mnt.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def test_a_full_disk_while_saving_a_checkpoint_is_one_line(ws, small_checkpoints):
-    res = cli(*pretrain_args(ws.root, "--max-steps", "2", "--save-every", "2"))
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(small_disk, tokenizer, shared_data):  # noqa: F811
+    """A workspace on a 3 MB filesystem: its data fits, the tiny model's checkpoint does not."""
+    ws = small_disk / "ws"
+    assert cli("init", "--workspace", str(ws)).returncode == 0
+    write_tokens(ws / "data", tokenizer, shared_data)
+    res = cli(*pretrain_args(ws, "--max-steps", "2", "--save-every", "2"))
     line = one_line_error(res)
-    assert f"cannot write checkpoint {small_checkpoints / 'pretrain'}" in line and "no space left" in line, line
-    assert ready_checkpoints(small_checkpoints / "pretrain") == []
-    assert not list((small_checkpoints / "pretrain").glob("*/step_*.tmp"))  # nothing half written kept
+    assert f"cannot write checkpoint {ws / 'checkpoints' / 'pretrain'}" in line and "no space left" in line, line
+    assert ready_checkpoints(ws / "checkpoints" / "pretrain") == []
+    assert not list((ws / "checkpoints" / "pretrain").glob("*/step_*.tmp"))  # nothing half written kept

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_tui_app import make_app, ready
-from tui_support import build_workspace, screen_text, wait_for, write_run
+from test_tui_app import anyio_backend, make_app, ready, ws  # noqa: F401  (fixtures)
+from tui_support import screen_text, wait_for, write_run
 
 from llmctl.tui.widgets.curves import CurvesView
 
@@ -17,13 +17,9 @@ LONG_ID = "torchrun-6f1c2a9e-5b7d-4c1e-9a3f-0d8e7c6b5a49"
 
 
 @pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
-def ws(workspace, shared_data, tokenizer):
-    build_workspace(workspace, shared_data, tokenizer)
+def runs_ws(ws):  # noqa: F811  (the app tests' workspace)
+    """The app's test workspace plus a GRPO run and a killed torchrun run."""
+    workspace = ws
     rl = write_run(workspace, "grpo", "20260102-000000-rlrl", steps=12, started=2e9)
     with open(rl / "metrics.jsonl", "a", encoding="utf-8") as f:  # what GRPO logs besides a loss
         for i in range(13, 25):
@@ -35,8 +31,8 @@ def ws(workspace, shared_data, tokenizer):
     return workspace
 
 
-async def test_rl_job_opens_on_reward_and_long_ids_keep_the_state_column(ws):
-    app = make_app(ws)
+async def test_rl_job_opens_on_reward_and_long_ids_keep_the_state_column(runs_ws):
+    app = make_app(runs_ws)
     async with app.run_test(size=(150, 45)) as pilot:
         await ready(app, pilot)
         line = next(ln for ln in screen_text(app).splitlines() if "torchrun-6f1c2a9" in ln and "│" in ln)

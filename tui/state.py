@@ -17,6 +17,7 @@ from typing import Any
 from llmctl.core import jobs as core_jobs
 from llmctl.core import runs as core_runs
 from llmctl.core.artifacts import ArtifactStatus
+from llmctl.core.metrics import last_row
 from llmctl.core.render import STATE_STYLE, human_bytes
 from llmctl.core.status import StageStatus
 from llmctl.core.workspace import Workspace
@@ -158,33 +159,11 @@ def read_last_row(path: str | os.PathLike[str], tail_bytes: int = 8192) -> dict[
     hit = _last_rows.get(str(path))
     if hit is not None and hit[0] == sig:
         return hit[1]
-    row = _read_last_row(path, tail_bytes)
+    row = last_row(path, tail_bytes)
     if len(_last_rows) > 1000:
         _last_rows.clear()
     _last_rows[str(path)] = (sig, row)
     return row
-
-
-def _read_last_row(path: str | os.PathLike[str], tail_bytes: int) -> dict[str, Any] | None:
-    import orjson
-
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - tail_bytes))
-            data = f.read()
-    except OSError:
-        return None
-    for line in reversed(data.split(b"\n")):
-        if line.strip():
-            try:
-                r = orjson.loads(line)
-            except ValueError:
-                continue
-            if isinstance(r, dict):
-                return r
-    return None
 
 
 _prov_cache: dict[str, tuple[int, int | None]] = {}
