@@ -369,6 +369,9 @@ class _Tee(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.stream, "encoding", "utf-8")
 
+    def __getattr__(self, name: str) -> Any:  # ``buffer``, ``errors``, … of the real stream
+        return getattr(self.stream, name)
+
 
 class LogTee:
     """Copy this process's ``sys.stdout``/``sys.stderr`` into a run's log.txt until :meth:`close`.

@@ -116,6 +116,15 @@ def test_non_finite_weights_are_never_a_ready_checkpoint(tmp_path):
     assert ready_checkpoints(tmp_path) == [] and not any((tmp_path / "run").glob("step_3*"))
 
 
+def test_a_non_finite_loss_is_one_line(ws):
+    overflow = GPT.from_preset("tiny")
+    with torch.no_grad():  # finite weights whose forward pass overflows
+        overflow.transformer.h[0].mlp.c_fc.weight.fill_(3e38)
+    src = save_checkpoint(ws.checkpoints_dir / "pretrain" / "overflow", overflow, step=0, stage="pretrain")
+    line = one_line_error(cli(*pretrain_args(ws.root, "--max-steps", "3", "--init", str(src))))
+    assert line.startswith("llmctl: error: non-finite loss at step 1"), line
+
+
 def test_a_crafted_state_pt_is_refused_in_one_line_and_never_run(ws, tmp_path):
     src = save_checkpoint(ws.checkpoints_dir / "pretrain" / "crafted", GPT.from_preset("tiny", n_embd=64, block_size=64),
                           step=1, stage="pretrain")
