@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from llmctl.core.cli.demo import STOP_POINTS, demo_steps
+from llmctl.core.runs import list_runs
 from llmctl.core.workspace import Workspace
 
 
@@ -33,6 +34,10 @@ def test_demo_first_stages_build_ready_artifacts(tmp_path, tokenizer_file):
     assert states["arithmetic_prompts"] == "ready" and states["sft_packed"] == "ready", states
     rows = [json.loads(line) for line in (ws / "data" / "arithmetic_prompts.jsonl").read_text().splitlines()]
     assert {r["level"] for r in rows} == {1, 2} and len(rows) == 800
+    stage_runs = list_runs(ws / "runs")
+    assert {r.stage for r in stage_runs} == {"prepare-rl", "prepare-sft"}, stage_runs
+    for r in stage_runs:  # every stage run keeps its log, as a job's does
+        assert r.state == "done" and (r.path / "log.txt").read_text().strip(), r.path
     # run again: the stages rebuild over their own ready artifacts without complaint
     again = _llmctl("demo", "--workspace", str(ws), "--stop-after", "data", tokenizer_file=tokenizer_file)
     assert again.returncode == 0, again.stdout + again.stderr
