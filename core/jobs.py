@@ -185,10 +185,10 @@ def is_active(job: dict[str, Any]) -> bool:
 
 def parent_pid(pid: int) -> int | None:
     """The parent of ``pid`` from ``/proc`` (None when it is gone or there is no ``/proc``)."""
+    fields = _stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return int(f.read().rsplit(") ", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
+        return int(fields[1]) if fields else None
+    except (ValueError, IndexError):
         return None
 
 
