@@ -215,6 +215,13 @@ def descendant_pids(pid: int) -> list[int]:
     return found
 
 
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
 def _signal(pid: int, sig: int, *, group: bool) -> bool:
     try:
         (os.killpg if group else os.kill)(pid, sig)
@@ -244,10 +251,12 @@ def cancel_job(run_dir: str | os.PathLike[str], *, force: bool = False) -> bool:
     # collected before the kill: once their parents die, orphans no longer point back to the job
     stray = [d for pid in live for d in descendant_pids(pid)] if force else []
     sent = False
+    pgid = job.get("pgid")
     for pid in live:
-        # the supervisor leads its own session and group; a command is signalled by pid
-        group = pid == job.get("supervisor_pid") and job.get("pgid") == pid
-        sent = _signal(pid, sig, group=group) or sent
+        if pid == job.get("supervisor_pid") and pgid == pid:  # it leads its own session and group
+            sent = _signal(pid, sig, group=True) or sent
+        elif pgid not in live or _group_of(pid) != pgid:  # the group signal did not reach it
+            sent = _signal(pid, sig, group=False) or sent
     for pid in stray:
         _signal(pid, signal.SIGKILL, group=False)
     if force and sent:
