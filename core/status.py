@@ -126,9 +126,9 @@ def stage_statuses(ws: Workspace, arts: dict[str, ArtifactStatus] | None = None)
             elif any(a.state == "stale" for a in made):
                 s.state = "stale"
                 s.detail = next(a.reason for a in made if a.state == "stale")
-            elif any(a.state == "failed" for a in made) or last.get(st.name) in ("failed", "killed"):
+            elif any(a.state == "failed" for a in made) or last.get(st.name) in ("failed", "killed", "lost"):
                 s.state = "failed"
-                s.detail = next((a.reason for a in made if a.state == "failed"), "last run failed")
+                s.detail = next((a.reason for a in made if a.state == "failed"), stopped.get(st.name) or "last run failed")
             elif missing:
                 s.state, s.detail = "waiting", "waiting on " + ", ".join(missing)
         out.append(s)
