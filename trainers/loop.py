@@ -309,6 +309,15 @@ def find_start_checkpoint(ws: Any, init: str | None, need_stage: str | None) -> 
     return None
 
 
+def load_resume_checkpoint(s: Session) -> tuple[GPT, dict[str, Any], Path]:
+    """``--resume`` (a checkpoint, or ``last``: the newest of this stage): ``(model, state, checkpoint)``."""
+    p = s.params
+    where = s.ws.checkpoints_dir / s.stage if p.resume == "last" else s.ws.path(p.resume)
+    src = resolve_checkpoint(where)
+    model, state = load_checkpoint(src, s.device)
+    return model, state, src  # type: ignore[return-value]
+
+
 def start_model(s: Session, need_stage: str | None = None) -> tuple[GPT, dict[str, Any] | None, Path | None]:
     """The model to train and, when resuming, the checkpoint state.
 
@@ -319,10 +328,7 @@ def start_model(s: Session, need_stage: str | None = None) -> tuple[GPT, dict[st
     p = s.params
     torch.manual_seed(p.seed)
     if p.resume:
-        where = s.ws.checkpoints_dir / s.stage if p.resume == "last" else s.ws.path(p.resume)
-        src = resolve_checkpoint(where)
-        model, state = load_checkpoint(src, s.device)
-        return model, state, src  # type: ignore[return-value]
+        return load_resume_checkpoint(s)
     start = find_start_checkpoint(s.ws, p.init, need_stage)
     if start is not None:
         model, _ = load_checkpoint(start, s.device)

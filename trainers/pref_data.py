@@ -24,7 +24,7 @@ For DPO, sum log-probs of ``ids[:, 1:]`` under ``mask[:, 1:]`` (the shifted-targ
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ import torch
 
 from llmctl.core.data.chat import encode_completion, encode_prompt
 from llmctl.core.tokenizer import EOT_ID
+from llmctl.core.workspace import Workspace
+from llmctl.trainers.loop import input_fingerprint
+from llmctl.trainers.rl_common import shuffled_indices
 
 
 def _reply_text(side: Any, where: str) -> str:
@@ -115,3 +118,38 @@ def collate_pairs(batch: Sequence[dict[str, Any]], pad_id: int = EOT_ID) -> dict
         out[f"{side}_ids"], out[f"{side}_mask"], out[f"{side}_lens"] = ids, mask, lens
     out["prompt_lens"] = prompt_lens
     return out
+
+
+# ---- what the reward and DPO trainers read -----------------------------------------------------
+
+
+def load_splits(ws: Workspace, p: Any, tok: Any) -> tuple[PreferenceDataset, PreferenceDataset, dict[str, Any]]:
+    """(train pairs, held-out pairs, input fingerprints) of a preference stage's ``train_data`` /
+    ``test_data``, cut to ``max_pairs`` / ``eval_pairs`` (0 = all) and encoded to ``max_length``."""
+    train_path, test_path = ws.path(p.train_data), ws.path(p.test_data)
+    for path in (train_path, test_path):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run `llmctl prepare prefs` first")
+    train = PreferenceDataset(read_pairs(train_path)[:p.max_pairs or None], tok, p.max_length)
+    test = PreferenceDataset(read_pairs(test_path)[:p.eval_pairs or None], tok, p.max_length)
+    if len(train) == 0:
+        raise ValueError(f"{train_path} holds no preference pairs")
+    return train, test, {"preferences": input_fingerprint(train_path), "preferences_test": input_fingerprint(test_path)}
+
+
+def step_batches(data: PreferenceDataset, p: Any, step: int, rank: int,
+                 world_size: int) -> Iterator[tuple[dict[str, torch.Tensor], bool]]:
+    """This process's ``grad_accum`` batches of ``batch_size`` pairs for optimizer step ``step``,
+    each with whether it is the last: seeded passes over the data, the same in a resumed run."""
+    for k in range(p.grad_accum):
+        micro = (step * p.grad_accum + k) * world_size + rank
+        idx = shuffled_indices(len(data), p.batch_size, p.seed, micro * p.batch_size)
+        yield collate_pairs([data[i] for i in idx]), k == p.grad_accum - 1
+
+
+def held_out_batches(data: PreferenceDataset, batch_size: int, rank: int,
+                     world_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """This process's share of ``data`` (every ``world_size``-th pair), in batches."""
+    mine = list(range(rank, len(data), world_size))
+    for b0 in range(0, len(mine), batch_size):
+        yield collate_pairs([data[i] for i in mine[b0:b0 + batch_size]])
