@@ -17,21 +17,11 @@ import torch
 
 from llmctl.core.rl_params import DPOParams
 from llmctl.core.workspace import Workspace
-from llmctl.trainers import distributed
-from llmctl.trainers.loop import Session
+from llmctl.trainers import distributed, rl_trainer
+from llmctl.trainers.loop import Session, session
 from llmctl.trainers.pref_data import PreferenceDataset, held_out_batches, load_splits, step_batches
 from llmctl.trainers.rl_common import SequenceLogprobs, accumulating
 from llmctl.trainers.rl_losses import dpo_loss
-from llmctl.trainers.rl_trainer import (
-    Loop,
-    Row,
-    Run,
-    begin,
-    load_reference,
-    session,
-    start_policy,
-    train,
-)
 
 STAGE = "dpo"
 NEEDS = "sft"
@@ -81,7 +71,7 @@ def evaluate(s: Session, p: DPOParams, policy: Any, ref: Any, data: PreferenceDa
     return _mean(sums, float(len(data)), prefix="eval/")
 
 
-def dpo_step(r: Run, ref: SequenceLogprobs, train_pairs: PreferenceDataset) -> Row:
+def dpo_step(r: rl_trainer.Run, ref: SequenceLogprobs, train_pairs: PreferenceDataset) -> rl_trainer.Row:
     """One optimizer step of the DPO loss over ``grad_accum`` batches; its metrics row."""
     s, p = r.s, r.s.params
     sums = torch.zeros(len(_STATS), device=s.device)
@@ -101,16 +91,16 @@ def run(ws: Workspace, params: DPOParams, run_dir: Path) -> dict[str, Any]:
     p = params
     train_pairs, test_pairs, inputs = load_splits(ws, p, ws.tokenizer())
     with session(ws, p, run_dir, STAGE) as s:
-        gpt, resume, start, ref_src = start_policy(s, NEEDS)
-        ref = SequenceLogprobs(load_reference(s, ref_src))
+        gpt, resume, start, ref_src = rl_trainer.start_policy(s, NEEDS)
+        ref = SequenceLogprobs(rl_trainer.load_reference(s, ref_src))
         inputs["reference"] = ref_src
-        r = begin(s, gpt, SequenceLogprobs(gpt), total_steps=p.max_steps, resume=resume, start=start, inputs=inputs,
-                  reference=ref_src, counts=COUNTS)
+        r = rl_trainer.begin(s, gpt, SequenceLogprobs(gpt), total_steps=p.max_steps, resume=resume, start=start,
+                             inputs=inputs, reference=ref_src, counts=COUNTS)
         s.say(f"{STAGE}: {gpt.num_params() / 1e6:.1f}M parameters, {len(train_pairs)} train pairs "
               f"({train_pairs.truncated} truncated to {p.max_length} tokens), {len(test_pairs)} held out, "
               f"beta {p.beta}, {p.loss_type} loss, batch {p.batch_size} x {p.grad_accum} x {s.dist.world_size}, "
               f"{s.device}" + (f", resuming at step {r.step}" if r.resumed else f", reference {ref_src}"))
-        return train(r, Loop(
+        return rl_trainer.train(r, rl_trainer.Loop(
             step=lambda: dpo_step(r, ref, train_pairs),
             progress=lambda row: f"loss {row['train/loss']:.4f} margin {row['rewards/margins']:.3f}",
             summary=lambda row, ev: {"eval_margin": ev.get("eval/rewards/margins"),

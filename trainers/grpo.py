@@ -19,27 +19,10 @@ import torch
 
 from llmctl.core.rl_params import GRPOParams
 from llmctl.core.workspace import Workspace
+from llmctl.trainers import onpolicy, rl_trainer
 from llmctl.trainers.heads import PolicyModel
-from llmctl.trainers.onpolicy import (
-    finish_row,
-    held_out_accuracy,
-    policy_updates,
-    sample_step,
-    update_row,
-    verifier_row,
-)
+from llmctl.trainers.loop import session, start_note
 from llmctl.trainers.rl_losses import entropy_from_logits, group_std, grpo_advantages, grpo_loss, masked_mean
-from llmctl.trainers.rl_trainer import (
-    Loop,
-    Row,
-    Run,
-    begin,
-    load_reference,
-    session,
-    start_policy,
-    starting_from,
-    train,
-)
 from llmctl.trainers.rollout import (
     Rollout,
     completion_logprobs,
@@ -53,7 +36,7 @@ NEEDS = "sft"
 COUNTS = {"eval_accuracy": "eval/accuracy", "reward": "reward"}  # manifest counts -> metric keys
 
 
-def grpo_updates(r: Run, ro: Rollout, adv: torch.Tensor,
+def grpo_updates(r: rl_trainer.Run, ro: Rollout, adv: torch.Tensor,
                  ref_lp: torch.Tensor | None) -> tuple[torch.Tensor, list[float], list[float], list[float]]:
     """``num_iterations`` updates on the clipped-ratio objective: (kl x tokens, clipped x tokens,
     entropy) sums, and the losses, grad norms and lrs of the updates."""
@@ -78,16 +61,16 @@ def grpo_updates(r: Run, ro: Rollout, adv: torch.Tensor,
                 acc[2] += masked_mean(entropy_from_logits(logits.detach()), cmask[sl])
         return loss * (mtok / n_tok if p.loss_type == "bnpo" else (sl.stop - sl.start) / len(ro))
 
-    losses, norms, lrs = policy_updates(r, ro, p.num_iterations, micro_loss)
+    losses, norms, lrs = onpolicy.policy_updates(r, ro, p.num_iterations, micro_loss)
     return acc, losses, norms, lrs
 
 
-def grpo_step(r: Run, ref: PolicyModel | None, rows: list[dict[str, Any]], tok: Any) -> Row:
+def grpo_step(r: rl_trainer.Run, ref: PolicyModel | None, rows: list[dict[str, Any]], tok: Any) -> rl_trainer.Row:
     """Sample, score, group-normalise, update; the step's metrics row."""
     s, p = r.s, r.s.params
     G = p.num_generations
     t0 = time.perf_counter()
-    ro = sample_step(r, rows, tok)
+    ro = onpolicy.sample_step(r, rows, tok)
     t1 = time.perf_counter()
     rewards = score_rollout(ro, p.format_weight).to(s.device)
     t2 = time.perf_counter()
@@ -101,15 +84,15 @@ def grpo_step(r: Run, ref: PolicyModel | None, rows: list[dict[str, Any]], tok: 
         "reward": rewards.mean().item(),
         "reward_std": std.mean().item(),
         "frac_reward_zero_std": (std < 1e-6).float().mean().item(),
-        **verifier_row(ro),
+        **onpolicy.verifier_row(ro),
         "kl": (acc[0] / n).item(),
         "clip_fraction": (acc[1] / n).item(),
         "entropy": acc[2].item(),
         "loss": sum(losses) / p.num_iterations,
-        **update_row(ro, norms, lrs, (t0, t1, t2, t3)),
+        **onpolicy.update_row(ro, norms, lrs, (t0, t1, t2, t3)),
         "rollout_tokens_per_s": sum(ro.lengths) / max(t1 - t0, 1e-9),
     }
-    return finish_row(r, row, ro, rollout_warning(ro, rewards), advantage=adv.tolist())
+    return onpolicy.finish_row(r, row, ro, rollout_warning(ro, rewards), advantage=adv.tolist())
 
 
 def run(ws: Workspace, params: GRPOParams, run_dir: Path) -> dict[str, Any]:
@@ -117,21 +100,21 @@ def run(ws: Workspace, params: GRPOParams, run_dir: Path) -> dict[str, Any]:
     p = params
     with session(ws, p, run_dir, STAGE) as s:
         rows, held, inputs = load_run_prompts(ws, p, p.train_data, need_gold=True)
-        gpt, resume, start, ref_src = start_policy(s, NEEDS)
-        ref = PolicyModel(load_reference(s, ref_src)) if p.kl_coef > 0 else None
+        gpt, resume, start, ref_src = rl_trainer.start_policy(s, NEEDS)
+        ref = PolicyModel(rl_trainer.load_reference(s, ref_src)) if p.kl_coef > 0 else None
         inputs["reference"] = ref_src if ref is not None else None
-        r = begin(s, gpt, PolicyModel(gpt), total_steps=p.max_steps * p.num_iterations, resume=resume, start=start,
-                  inputs=inputs, reference=ref_src, counts=COUNTS, samples=True)
+        r = rl_trainer.begin(s, gpt, PolicyModel(gpt), total_steps=p.max_steps * p.num_iterations, resume=resume,
+                             start=start, inputs=inputs, reference=ref_src, counts=COUNTS, samples=True)
         s.say(f"{STAGE}: {gpt.num_params() / 1e6:.1f}M parameters, {len(rows)} train prompts, {len(held)} held out, "
               f"{p.prompts_per_step} prompts x {p.num_generations} samples x {s.dist.world_size} processes per "
               f"step, {p.num_iterations} updates per batch, {p.loss_type} loss, kl_coef {p.kl_coef}, {s.device}"
-              + starting_from(r, ref_src))
+              + start_note(resume, ref_src))
         tok = ws.tokenizer()
-        return train(r, Loop(
+        return rl_trainer.train(r, rl_trainer.Loop(
             step=lambda: grpo_step(r, ref, rows, tok),
             progress=lambda row: (f"reward {row['reward']:.3f} kl {row['kl']:.4f} "
                                   f"len {row['completions/mean_length']:.1f}"),
             summary=lambda row, ev: {"reward": row.get("reward"), "eval_accuracy": ev.get("eval/accuracy")},
-            evaluate=(lambda: held_out_accuracy(s, gpt, held, tok)) if held else None,
+            evaluate=(lambda: onpolicy.held_out_accuracy(s, gpt, held, tok)) if held else None,
             eval_line=lambda ev: f"held-out accuracy {ev['eval/accuracy']:.3f}",
             eval_first=True))

@@ -298,6 +298,16 @@ class Session:
         D.cleanup_distributed()
 
 
+@contextlib.contextmanager
+def session(ws: Any, params: Any, run_dir: Path, stage: str) -> Iterator[Session]:
+    """A :class:`Session` closed (signal handlers, metrics, DDP) however the run ends."""
+    s = Session(ws, params, run_dir, stage)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
 # ---- which model to train -----------------------------------------------------------------------
 
 def find_start_checkpoint(ws: Any, init: str | None, need_stage: str | None) -> Path | None:
@@ -343,6 +353,13 @@ def start_model(s: Session, need_stage: str | None = None) -> tuple[GPT, dict[st
     shape = p.model_shape()
     model = GPT(GPTConfig(**shape, dropout=p.dropout)).to(s.device)
     return model, None, None
+
+
+def start_note(resume: dict[str, Any] | None, start: Path | str | None) -> str:
+    """The end of a run's first line: the step it resumes at, or the checkpoint it starts from."""
+    if resume:
+        return f", resuming at step {resume['step']}"
+    return f", from {start}" if start is not None else ""
 
 
 def continue_metrics(s: Session, src_ckpt: Path, step: int) -> None:
@@ -437,22 +454,13 @@ class Throughput:
 
 # ---- the loop -----------------------------------------------------------------------------------
 
-def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Batch]],
-        eval_batches: Callable[[], Iterable[Batch]] | None, inputs: dict[str, Any],
-        resume: dict[str, Any] | None = None, start_ckpt: Path | None = None,
-        seq_len: int = 0) -> dict[str, Any]:
-    """Train ``model`` for ``params.max_steps`` optimizer steps and return a summary.
-
-    ``make_train_iter(micro_step)`` yields this process's micro-batches from that global
-    micro-batch index on (deterministic, so a resumed run sees exactly the same data);
-    ``eval_batches()`` gives this process's share of the fixed held-out batches. ``resume`` is
-    the state of the checkpoint ``start_ckpt`` to continue from (see :func:`start_model`).
-    Checkpoints go to ``checkpoints/<stage>/<run_id>/step_N`` (last ``keep_last`` + best kept).
-    """
+def _start_fit(s: Session, raw: GPT, inputs: dict[str, Any], resume: dict[str, Any] | None,
+               start_ckpt: Path | None) -> tuple[torch.optim.Optimizer, Any, int, int, float]:
+    """:func:`fit`'s optimizer and schedule, restored on resume with the step, token count, best
+    eval loss, metrics and RNG state; then provenance. ``(optimizer, scheduler, step, tokens, best)``."""
     from llmctl.trainers.optim import make_optimizer, make_scheduler
 
     p = s.params
-    raw = unwrap_model(model)
     optimizer = make_optimizer(raw, p.lr, p.weight_decay, (p.beta1, p.beta2), device_type=s.device.type)
     scheduler = make_scheduler(optimizer, p.warmup_steps, p.max_steps, p.min_lr_ratio)
     step, tokens, best = 0, 0, float("inf")
@@ -471,6 +479,37 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
     s.provenance(seed=p.seed, inputs=inputs, model=raw.config.to_dict(),
                  start_checkpoint=str(start_ckpt) if start_ckpt else None,
                  resumed_step=step if resume is not None else None)
+    return optimizer, scheduler, step, tokens, best
+
+
+def _log_step(s: Session, thr: Throughput, step: int, loss: float, lr: float, norm: float, tokens: int) -> None:
+    """:func:`fit`'s metrics row every ``log_every`` steps (and at the last), and the progress line."""
+    p = s.params
+    info = f"loss {loss:.4f}"
+    if step % p.log_every == 0 or step == p.max_steps:
+        row = {"train/loss": loss, "lr": lr, "grad_norm": norm, "tokens": tokens, **thr.read(s.device)}
+        s.log(step, row)
+        info = f"loss {loss:.4f} lr {lr:.2e} gnorm {norm:.2f} {row['tokens_per_s']:.0f} tok/s"
+        s.progress.update(step, info, line=True)
+    else:
+        s.progress.update(step, info)
+
+
+def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Batch]],
+        eval_batches: Callable[[], Iterable[Batch]] | None, inputs: dict[str, Any],
+        resume: dict[str, Any] | None = None, start_ckpt: Path | None = None,
+        seq_len: int = 0) -> dict[str, Any]:
+    """Train ``model`` for ``params.max_steps`` optimizer steps and return a summary.
+
+    ``make_train_iter(micro_step)`` yields this process's micro-batches from that global
+    micro-batch index on (deterministic, so a resumed run sees exactly the same data);
+    ``eval_batches()`` gives this process's share of the fixed held-out batches. ``resume`` is
+    the state of the checkpoint ``start_ckpt`` to continue from (see :func:`start_model`).
+    Checkpoints go to ``checkpoints/<stage>/<run_id>/step_N`` (last ``keep_last`` + best kept).
+    """
+    p = s.params
+    raw = unwrap_model(model)
+    optimizer, scheduler, step, tokens, best = _start_fit(s, raw, inputs, resume, start_ckpt)
 
     eval_model = maybe_compile(raw, p.compile, s.device)  # the same weights, without DDP's hooks
     train_model = D.wrap_ddp(eval_model, s.device)
@@ -518,14 +557,7 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
         n_tok = sum(int(b["x"].numel()) for b in micro) * s.dist.world_size
         tokens += n_tok
         thr.add(n_tok)
-        info = f"loss {loss:.4f}"
-        if step % p.log_every == 0 or step == p.max_steps:
-            row = {"train/loss": loss, "lr": lr, "grad_norm": norm, "tokens": tokens, **thr.read(s.device)}
-            s.log(step, row)
-            info = f"loss {loss:.4f} lr {lr:.2e} gnorm {norm:.2f} {row['tokens_per_s']:.0f} tok/s"
-            s.progress.update(step, info, line=True)
-        else:
-            s.progress.update(step, info)
+        _log_step(s, thr, step, loss, lr, norm, tokens)
         ev = None
         if eval_batches is not None and ((p.eval_every and step % p.eval_every == 0) or step == p.max_steps):
             ev = eval_loss(s, eval_model, eval_batches())
@@ -537,6 +569,7 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
             save(step, ev)
             thr.t0 = time.perf_counter()
     s.progress.close()
+    s.say(f"{s.stage}: done at step {step}, checkpoint {last_path}")
     return {"step": step, "tokens": tokens, "train_loss": loss,
             "eval_loss": ev if ev is not None and math.isfinite(ev) else None,
             "best_eval_loss": best if math.isfinite(best) else None,

@@ -21,20 +21,11 @@ import torch
 from llmctl.core.artifacts import newest_checkpoint
 from llmctl.core.rl_params import PPOParams
 from llmctl.core.workspace import Workspace
-from llmctl.trainers import distributed
+from llmctl.trainers import distributed, onpolicy, rl_trainer
 from llmctl.trainers.checkpoint import resolve_checkpoint
 from llmctl.trainers.generate import generate
 from llmctl.trainers.heads import VALUE_HEAD, PolicyModel, RewardModel, attach_head, load_reward_model
-from llmctl.trainers.loop import Session
-from llmctl.trainers.onpolicy import (
-    finish_row,
-    generation_dtype,
-    held_out_accuracy,
-    policy_updates,
-    sample_step,
-    update_row,
-    verifier_row,
-)
+from llmctl.trainers.loop import Session, session, start_note
 from llmctl.trainers.rl_losses import (
     entropy_from_logits,
     explained_variance,
@@ -44,17 +35,6 @@ from llmctl.trainers.rl_losses import (
     per_token_rewards,
     ppo_policy_loss,
     ppo_value_loss,
-)
-from llmctl.trainers.rl_trainer import (
-    Loop,
-    Row,
-    Run,
-    begin,
-    load_reference,
-    session,
-    start_policy,
-    starting_from,
-    train,
 )
 from llmctl.trainers.rollout import (
     Rollout,
@@ -108,7 +88,7 @@ def held_out_rm_reward(s: Session, gpt: Any, rm: RewardModel, held: list[dict[st
     for b0 in range(0, len(mine), p.micro_batch_size):
         chunk = mine[b0:b0 + p.micro_batch_size]
         prompts = [prompt_ids(r, tok, p.max_prompt_length) for r in chunk]
-        outs = generate(gpt, prompts, p.max_new_tokens, temperature=0.0, dtype=generation_dtype(s))
+        outs = generate(gpt, prompts, p.max_new_tokens, temperature=0.0, dtype=onpolicy.generation_dtype(s))
         ids, att, _, _ = pack(prompts, outs, s.device)
         with s.autocast():
             sc = rm(ids, attention_mask=att).double()
@@ -117,7 +97,7 @@ def held_out_rm_reward(s: Session, gpt: Any, rm: RewardModel, held: list[dict[st
     return {"eval/reward": (total[0] / total[1].clamp(min=1)).item()}
 
 
-def ppo_updates(r: Run, ro: Rollout, old_lp: torch.Tensor, old_v: torch.Tensor, adv: torch.Tensor,
+def ppo_updates(r: rl_trainer.Run, ro: Rollout, old_lp: torch.Tensor, old_v: torch.Tensor, adv: torch.Tensor,
                 returns: torch.Tensor) -> tuple[torch.Tensor, float, list[float], list[float]]:
     """``ppo_epochs`` updates on the clipped policy loss + ``vf_coef`` x the clipped value loss:
     per-token means of (policy loss, value loss, clip, value clip, approx kl), entropy, norms, lrs."""
@@ -139,7 +119,7 @@ def ppo_updates(r: Run, ro: Rollout, old_lp: torch.Tensor, old_v: torch.Tensor, 
                 entropy[0] = masked_mean(entropy_from_logits(logits.detach()), m).item()
         return (pg + p.vf_coef * vf) * (mtok / n_tok)
 
-    _, norms, lrs = policy_updates(r, ro, p.ppo_epochs, micro_loss)
+    _, norms, lrs = onpolicy.policy_updates(r, ro, p.ppo_epochs, micro_loss)
     return acc / (n_tok * p.ppo_epochs), entropy[0], norms, lrs
 
 
@@ -154,13 +134,13 @@ def advantages(p: PPOParams, scores: torch.Tensor, old_lp: torch.Tensor, ref_lp:
     return adv, returns, kl
 
 
-def ppo_step(r: Run, policy: PolicyModel, rm: RewardModel | None, ref: PolicyModel | None,
-             rows: list[dict[str, Any]], tok: Any) -> Row:
+def ppo_step(r: rl_trainer.Run, policy: PolicyModel, rm: RewardModel | None, ref: PolicyModel | None,
+             rows: list[dict[str, Any]], tok: Any) -> rl_trainer.Row:
     """Sample, score (verifier or reward model), shape and GAE, update; the step's metrics row."""
     s, p = r.s, r.s.params
     mb = p.micro_batch_size
     t0 = time.perf_counter()
-    ro = sample_step(r, rows, tok)
+    ro = onpolicy.sample_step(r, rows, tok)
     t1 = time.perf_counter()
     scores = rm_scores(rm, ro, mb, s.autocast()) if rm is not None else score_rollout(ro, p.format_weight).to(s.device)
     t2 = time.perf_counter()
@@ -184,11 +164,11 @@ def ppo_step(r: Run, policy: PolicyModel, rm: RewardModel | None, ref: PolicyMod
         "values/mean": masked_mean(old_v, cmask).item(),
         "returns/mean": masked_mean(returns, cmask).item(),
         "entropy": entropy,
-        **update_row(ro, norms, lrs, (t0, t1, t2, t3)),
-        **verifier_row(ro),
+        **onpolicy.update_row(ro, norms, lrs, (t0, t1, t2, t3)),
+        **onpolicy.verifier_row(ro),
     }
     warning = rollout_warning(ro, scores) if rm is None else rollout_warning(ro, torch.ones(1))
-    return finish_row(r, row, ro, warning, **({"score": scores.tolist()} if rm is not None else {}))
+    return onpolicy.finish_row(r, row, ro, warning, **({"score": scores.tolist()} if rm is not None else {}))
 
 
 def run(ws: Workspace, params: PPOParams, run_dir: Path) -> dict[str, Any]:
@@ -200,26 +180,26 @@ def run(ws: Workspace, params: PPOParams, run_dir: Path) -> dict[str, Any]:
         rm, rm_path = load_scorer(ws, s, p) if use_rm else (None, None)
         if rm_path is not None:
             inputs["reward_model"] = str(rm_path)
-        gpt, resume, start, ref_src = start_policy(s, NEEDS)
+        gpt, resume, start, ref_src = rl_trainer.start_policy(s, NEEDS)
         attach_head(gpt, VALUE_HEAD, resume["extra_weights"] if resume else None)
-        ref = PolicyModel(load_reference(s, ref_src)) if p.kl_coef > 0 else None
+        ref = PolicyModel(rl_trainer.load_reference(s, ref_src)) if p.kl_coef > 0 else None
         inputs["reference"] = ref_src if ref is not None else None
         policy = PolicyModel(gpt, with_value=True)
-        r = begin(s, gpt, policy, total_steps=p.max_steps * p.ppo_epochs, resume=resume, start=start, inputs=inputs,
-                  reference=ref_src, counts=COUNTS, samples=True)
+        r = rl_trainer.begin(s, gpt, policy, total_steps=p.max_steps * p.ppo_epochs, resume=resume, start=start,
+                             inputs=inputs, reference=ref_src, counts=COUNTS, samples=True)
         s.say(f"{STAGE}: {gpt.num_params() / 1e6:.1f}M parameters, rewards from the "
               f"{'reward model ' + str(rm_path) if use_rm else 'verifier'}, {len(rows)} train prompts, "
               f"{len(held)} held out, {p.prompts_per_step} prompts x {p.num_generations} samples x "
               f"{s.dist.world_size} processes per step, {p.ppo_epochs} epochs, kl_coef {p.kl_coef}, {s.device}"
-              + starting_from(r, ref_src))
+              + start_note(resume, ref_src))
         tok = ws.tokenizer()
 
         def evaluate() -> dict[str, float]:
             if rm is not None:
                 return held_out_rm_reward(s, gpt, rm, held, tok)
-            return held_out_accuracy(s, gpt, held, tok)
+            return onpolicy.held_out_accuracy(s, gpt, held, tok)
 
-        return train(r, Loop(
+        return rl_trainer.train(r, rl_trainer.Loop(
             step=lambda: ppo_step(r, policy, rm, ref, rows, tok),
             progress=lambda row: (f"reward {row['reward']:.3f} kl {row['kl']:.4f} "
                                   f"vloss {row['value_loss']:.4f}"),

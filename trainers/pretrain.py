@@ -12,7 +12,7 @@ from typing import Any
 
 from llmctl.core.train_params import PretrainParams
 from llmctl.trainers.batches import fixed_token_batches, token_batches
-from llmctl.trainers.loop import Session, fit, input_fingerprint, start_model
+from llmctl.trainers.loop import fit, input_fingerprint, session, start_model, start_note
 
 STAGE = "pretrain"
 EVAL_SEED = 1234  # the same dev windows for every run, so eval losses compare across runs
@@ -23,8 +23,7 @@ def run(ws: Any, params: PretrainParams, run_dir: Path) -> dict[str, Any]:
     train_path, dev_path = ws.path(params.train_data), ws.path(params.dev_data)
     if not train_path.exists():
         raise FileNotFoundError(f"{train_path} is missing: run `llmctl prepare pretrain` first")
-    s = Session(ws, params, run_dir, STAGE)
-    try:
+    with session(ws, params, run_dir, STAGE) as s:
         model, resume, start = start_model(s)
         T = params.context_length or model.config.block_size
         if T > model.config.block_size:
@@ -46,11 +45,6 @@ def run(ws: Any, params: PretrainParams, run_dir: Path) -> dict[str, Any]:
             inputs["pile_dev"] = input_fingerprint(dev_path)
         s.say(f"{STAGE}: {model.num_params() / 1e6:.1f}M parameters, context {T}, batch {params.batch_size} x "
               f"{params.grad_accum} x {world}, {s.device} {str(s.dtype).removeprefix('torch.')}"
-              + (f", resuming at step {resume['step']}" if resume else "")
-              + (f", from {start}" if start is not None and not resume else ""))
-        summary = fit(s, model, make_train_iter=train_iter, eval_batches=(lambda: dev) if dev else None,
-                      inputs=inputs, resume=resume, start_ckpt=start, seq_len=T)
-        s.say(f"{STAGE}: done at step {summary['step']}, checkpoint {summary['checkpoint']}")
-        return summary
-    finally:
-        s.close()
+              + start_note(resume, start))
+        return fit(s, model, make_train_iter=train_iter, eval_batches=(lambda: dev) if dev else None,
+                   inputs=inputs, resume=resume, start_ckpt=start, seq_len=T)

@@ -16,13 +16,12 @@ import torch
 
 from llmctl.core.rl_params import RewardParams
 from llmctl.core.workspace import Workspace
-from llmctl.trainers import distributed
+from llmctl.trainers import distributed, rl_trainer
 from llmctl.trainers.heads import REWARD_HEAD, RewardModel, attach_head
-from llmctl.trainers.loop import Session
+from llmctl.trainers.loop import Session, session, start_note
 from llmctl.trainers.pref_data import PreferenceDataset, held_out_batches, load_splits, step_batches
 from llmctl.trainers.rl_common import accumulating
 from llmctl.trainers.rl_losses import bradley_terry_loss
-from llmctl.trainers.rl_trainer import Loop, Row, Run, begin, session, start_policy, starting_from, train
 
 STAGE = "reward"
 NEEDS = "sft"
@@ -56,7 +55,7 @@ def evaluate(s: Session, model: Any, data: PreferenceDataset, batch_size: int) -
     return {"eval/loss": tot[0].item() / n, "eval/accuracy": tot[1].item() / n, "eval/margin": tot[2].item() / n}
 
 
-def reward_step(r: Run, train_pairs: PreferenceDataset) -> Row:
+def reward_step(r: rl_trainer.Run, train_pairs: PreferenceDataset) -> rl_trainer.Row:
     """One optimizer step of the Bradley-Terry loss over ``grad_accum`` batches; its metrics row."""
     s, p = r.s, r.s.params
     stats = torch.zeros(4, device=s.device)  # loss, correct, margin, pairs
@@ -84,17 +83,17 @@ def run(ws: Workspace, params: RewardParams, run_dir: Path) -> dict[str, Any]:
     p = params
     train_pairs, test_pairs, inputs = load_splits(ws, p, ws.tokenizer())
     with session(ws, p, run_dir, STAGE) as s:
-        gpt, resume, start, _ = start_policy(s, NEEDS)
+        gpt, resume, start, _ = rl_trainer.start_policy(s, NEEDS)
         attach_head(gpt, REWARD_HEAD, resume["extra_weights"] if resume else None)
         if start is not None and resume is None:
             inputs["init"] = str(start)
-        r = begin(s, gpt, RewardModel(gpt), total_steps=p.max_steps, resume=resume, start=start, inputs=inputs,
-                  reference=None, counts=COUNTS)
+        r = rl_trainer.begin(s, gpt, RewardModel(gpt), total_steps=p.max_steps, resume=resume, start=start,
+                             inputs=inputs, reference=None, counts=COUNTS)
         s.say(f"{STAGE}: {gpt.num_params() / 1e6:.1f}M parameters, {len(train_pairs)} train pairs "
               f"({train_pairs.truncated} truncated to {p.max_length} tokens), {len(test_pairs)} held out, "
               f"batch {p.batch_size} x {p.grad_accum} x {s.dist.world_size}, {s.device}"
-              + starting_from(r, start or p.init))
-        return train(r, Loop(
+              + start_note(resume, start or p.init))
+        return rl_trainer.train(r, rl_trainer.Loop(
             step=lambda: reward_step(r, train_pairs),
             progress=lambda row: f"loss {row['train/loss']:.4f} acc {row['train/accuracy']:.2f}",
             summary=lambda row, ev: {"eval_accuracy": ev.get("eval/accuracy"), "eval_margin": ev.get("eval/margin")},

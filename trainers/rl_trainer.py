@@ -2,7 +2,7 @@
 
 Each algorithm's ``run()`` reads top to bottom as::
 
-    with session(ws, params, run_dir, STAGE) as s:
+    with session(ws, params, run_dir, STAGE) as s:                 # loop.session: closed however it ends
         gpt, resume, start, ref_src = start_policy(s, "sft")     # weights: resumed, --init, or newest SFT
         ...its data, heads and reference...
         r = begin(s, gpt, module, ...)                           # optimizer, resume, provenance, DDP
@@ -20,11 +20,10 @@ those of the unbroken run.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +52,6 @@ Row = dict[str, Any]
 
 
 # ---- setup ----------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def session(ws: Any, params: Any, run_dir: Path, stage: str) -> Iterator[Session]:
-    """A :class:`Session` closed (signal handlers, metrics, DDP) however the run ends."""
-    s = Session(ws, params, run_dir, stage)
-    try:
-        yield s
-    finally:
-        s.close()
-
 
 def _fresh(s: Session) -> GPT:
     torch.manual_seed(s.params.seed)
@@ -205,11 +194,6 @@ def begin(s: Session, gpt: GPT, module: nn.Module, *, total_steps: int, resume: 
     model = distributed.wrap_ddp(module, s.device)
     model.train()
     return Run(s, gpt, model, opt, sched, step, resume is not None, inputs, reference, counts, writer)
-
-
-def starting_from(r: Run, source: Any) -> str:
-    """The end of a run's first line: where it resumes, or what it starts from."""
-    return f", resuming at step {r.step}" if r.resumed else f", from {source}"
 
 
 # ---- the loop -------------------------------------------------------------------------------------

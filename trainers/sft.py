@@ -16,7 +16,7 @@ import numpy as np
 
 from llmctl.core.train_params import SFTParams
 from llmctl.trainers.batches import PackedRows, fixed_sft_batches, sft_batches
-from llmctl.trainers.loop import Session, fit, input_fingerprint, start_model
+from llmctl.trainers.loop import fit, input_fingerprint, session, start_model, start_note
 
 STAGE = "sft"
 NEEDS = "pretrain"
@@ -27,8 +27,7 @@ def run(ws: Any, params: SFTParams, run_dir: Path) -> dict[str, Any]:
     data = ws.path(params.data)
     if not data.exists():
         raise FileNotFoundError(f"{data} is missing: run `llmctl prepare sft` first")
-    s = Session(ws, params, run_dir, STAGE)
-    try:
+    with session(ws, params, run_dir, STAGE) as s:
         model, resume, start = start_model(s, need_stage=NEEDS)
         if start is None:
             s.say(f"{STAGE}: warning: no pretrained checkpoint (checkpoints/{NEEDS}) and no --init; "
@@ -53,11 +52,6 @@ def run(ws: Any, params: SFTParams, run_dir: Path) -> dict[str, Any]:
             inputs["init"] = str(start)
         s.say(f"{STAGE}: {model.num_params() / 1e6:.1f}M parameters, {len(train_ids)} train rows + {n_eval} held out, "
               f"{T} tokens per row, batch {params.batch_size} x {params.grad_accum} x {world}, {s.device}"
-              + (f", resuming at step {resume['step']}" if resume else "")
-              + (f", from {start}" if start is not None and not resume else ""))
-        summary = fit(s, model, make_train_iter=train_iter, eval_batches=(lambda: held) if held else None,
-                      inputs=inputs, resume=resume, start_ckpt=start, seq_len=T)
-        s.say(f"{STAGE}: done at step {summary['step']}, checkpoint {summary['checkpoint']}")
-        return summary
-    finally:
-        s.close()
+              + start_note(resume, start))
+        return fit(s, model, make_train_iter=train_iter, eval_batches=(lambda: held) if held else None,
+                   inputs=inputs, resume=resume, start_ckpt=start, seq_len=T)
