@@ -2,7 +2,7 @@
 
 Each algorithm's ``run()`` reads top to bottom as::
 
-    with session(ws, params, run_dir, STAGE) as s:                 # loop.session: closed however it ends
+    with session(ws, params, run_dir, STAGE) as s:               # loop.session: closed however it ends
         gpt, resume, start, ref_src = start_policy(s, "sft")     # weights: resumed, --init, or newest SFT
         ...its data, heads and reference...
         r = begin(s, gpt, module, ...)                           # optimizer, resume, provenance, DDP

@@ -26,6 +26,7 @@ from llmctl.core.data.records import InputError
 from llmctl.core.rewards.verifier import ScoreResult, score
 from llmctl.core.tokenizer import EOT_ID
 from llmctl.trainers.generate import generate
+from llmctl.trainers.rl_common import shuffled_indices
 from llmctl.trainers.rl_losses import entropy_from_logits, gather_logprobs
 
 # ---- prompts ---------------------------------------------------------------------------------
@@ -145,8 +146,6 @@ def step_prompts(rows: list[dict[str, Any]], n: int, seed: int, step: int, rank:
                  world_size: int = 1) -> list[dict[str, Any]]:
     """The ``n`` prompts of a step on one process: passes over seeded shuffles of the data, a
     function of (seed, step, rank) only, so a resumed run sees exactly the same prompts."""
-    from llmctl.trainers.rl_common import shuffled_indices
-
     start = (step * world_size + rank) * n
     return [rows[i] for i in shuffled_indices(len(rows), n, seed, start)]
 
