@@ -17,14 +17,18 @@ from llmctl.trainers.loop import Cancelled, NonFiniteLoss, session
 PARAMS = dict(max_steps=5, log_every=2, eval_every=2, save_every=3, keep_last=10, progress=False)
 
 
-def _run(ws, run_dir, params, step=None, **loop):
-    """One run of the skeleton whose step logs its index (and updates nothing)."""
+def _log_index(r):
+    return lambda: {"i": float(r.step)}
+
+
+def _run(ws, run_dir, params, make_step=_log_index, **loop):
+    """One run of the skeleton; by default its step logs its index (and updates nothing)."""
     with session(ws, params, run_dir, "reward") as s:
         gpt, resume, start, ref_src = rl_trainer.start_policy(s)
         r = rl_trainer.begin(s, gpt, gpt, total_steps=params.max_steps, resume=resume, start=start, inputs={},
                              reference=ref_src, counts={"eval_x": "eval/x", "last_i": "i"})
         return r, rl_trainer.train(r, rl_trainer.Loop(
-            step=step or (lambda: {"i": float(r.step)}), progress=lambda row: f"i {row['i']}",
+            step=make_step(r), progress=lambda row: f"i {row['i']}",
             summary=lambda row, ev: {"i": row.get("i"), "eval_x": ev.get("eval/x")},
             evaluate=lambda: {"eval/x": float(r.step)}, **loop))
 
@@ -47,20 +51,16 @@ def test_cadence_counts_and_summary(workspace):
 def test_cancel_checkpoints_and_resume_continues(workspace):
     save_sft(workspace, fresh_model())
     run_dir = runs.new_run_dir(workspace.runs_dir, "reward", "a")
-    holder = {}
 
-    def stop_after_two():
-        r = holder["r"]
-        if r.step == 1:
-            r.s.stop.requested = "SIGTERM"  # what the app's cancel does
-        return {"i": float(r.step)}
+    def stop_after_two(r):
+        def step():
+            if r.step == 1:
+                r.s.stop.requested = "SIGTERM"  # what the app's cancel does
+            return {"i": float(r.step)}
+        return step
 
     with pytest.raises(Cancelled, match="stopped at step 2"):
-        with session(workspace, RewardParams(**PARAMS), run_dir, "reward") as s:
-            gpt, resume, start, ref_src = rl_trainer.start_policy(s)
-            holder["r"] = r = rl_trainer.begin(s, gpt, gpt, total_steps=5, resume=resume, start=start, inputs={},
-                                               reference=ref_src, counts={})
-            rl_trainer.train(r, rl_trainer.Loop(step=stop_after_two, progress=str, summary=lambda row, ev: {}))
+        _run(workspace, run_dir, RewardParams(**PARAMS), stop_after_two)
     ck = workspace.checkpoints_dir / "reward" / "a" / "step_2"
     assert (ck / "manifest.json").is_file()
     # --resume continues at step 2 with the source run's metrics, cut back to that step
@@ -73,20 +73,16 @@ def test_cancel_checkpoints_and_resume_continues(workspace):
 def test_non_finite_loss_stops_with_a_checkpoint(workspace):
     save_sft(workspace, fresh_model())
     run_dir = runs.new_run_dir(workspace.runs_dir, "reward", "a")
-    holder = {}
 
-    def nan_step():
-        r = holder["r"]
-        r.gpt.lm_head.weight.sum().backward()
-        norm, _ = r.update(float("nan") if r.step == 1 else 1.0)
-        return {"i": norm}
+    def nan_at_two(r):
+        def step():
+            r.gpt.lm_head.weight.sum().backward()
+            norm, _ = r.update(float("nan") if r.step == 1 else 1.0)
+            return {"i": norm}
+        return step
 
     with pytest.raises(NonFiniteLoss) as err:
-        with session(workspace, RewardParams(**PARAMS), run_dir, "reward") as s:
-            gpt, resume, start, ref_src = rl_trainer.start_policy(s)
-            holder["r"] = r = rl_trainer.begin(s, gpt, gpt, total_steps=5, resume=resume, start=start, inputs={},
-                                               reference=ref_src, counts={})
-            rl_trainer.train(r, rl_trainer.Loop(step=nan_step, progress=str, summary=lambda row, ev: {}))
+        _run(workspace, run_dir, RewardParams(**PARAMS), nan_at_two)
     assert err.value.step == 2 and err.value.checkpoint.name == "step_1"
     bad = [x for x in read_metrics(run_dir / "metrics.jsonl") if x.get("warning") == "non-finite loss"]
     assert [x["step"] for x in bad] == [2]
