@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from llmctl.core import jobs, runs
@@ -12,6 +11,7 @@ from llmctl.core.artifacts import (
     ArtifactStatus,
     artifact_fingerprint,
     artifact_status,
+    input_change,
 )
 from llmctl.core.stages import (
     ARTIFACT_BY_NAME,
@@ -31,20 +31,24 @@ RUN_ONLY_PARAMS = {"on_error", "resume", "workers", "batch_docs", "progress", "d
                    "flush_tokens", "chunk_tokens"}
 
 
-def _inputs_changed(recorded: dict[str, Any], ws: Workspace) -> str:
+def _inputs_changed(recorded: dict[str, Any], ws: Workspace) -> tuple[str, str]:
+    """``("stale", why)`` when an input changed, ``("", note)`` when one is not present on this
+    machine (the artifact stays usable), else ``("", "")``."""
+    note = ""
     for name, fp in (recorded or {}).items():
         if name in ARTIFACT_BY_NAME:
             cur = artifact_fingerprint(ws.path(ARTIFACT_BY_NAME[name].path))
             if isinstance(fp, str) and cur is not None and cur != fp:
-                return f"input {name} was rebuilt"
-        elif isinstance(fp, dict) and "path" in fp and "size" in fp:
-            p = Path(fp["path"])
-            if not p.exists():
-                return f"input {p.name} is gone"
-            st = p.stat()
-            if st.st_size != fp["size"] or st.st_mtime_ns != fp.get("mtime_ns", st.st_mtime_ns):
-                return f"input {p.name} changed"
-    return ""
+                return "stale", f"input {name} was rebuilt"
+            continue
+        files = fp.get("files") if isinstance(fp, dict) else None
+        for one in files if isinstance(files, list) else [fp]:
+            if isinstance(one, dict) and "path" in one and "size" in one:
+                kind, why = input_change(one)
+                if kind == "changed":
+                    return "stale", why
+                note = note or why
+    return "", note
 
 
 def artifact_statuses(ws: Workspace) -> dict[str, ArtifactStatus]:
@@ -65,9 +69,10 @@ def artifact_statuses(ws: Workspace) -> dict[str, ArtifactStatus]:
                 changed = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
                 s.state, s.reason = "stale", "parameters changed: " + ", ".join(changed)
             else:
-                why = _inputs_changed(s.manifest.get("inputs") or {}, ws)
-                if why:
-                    s.state, s.reason = "stale", why
+                state, why = _inputs_changed(s.manifest.get("inputs") or {}, ws)
+                if state:
+                    s.state = state
+                s.reason = why or s.reason
         out[spec.name] = s
     return out
 

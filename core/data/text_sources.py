@@ -166,11 +166,13 @@ def source_info(src: Source, hash_limit: int = HASH_LIMIT) -> dict[str, Any]:
 
 
 def input_fingerprint(src: Source) -> dict[str, Any]:
-    """The cheap identity used for staleness: path/size/mtime for local files, URL/size for remote."""
+    """The cheap identity used for staleness: path, size and a head/tail content hash for local
+    files (:func:`~llmctl.core.artifacts.file_fingerprint`), URL/size for remote ones."""
+    from llmctl.core.artifacts import file_fingerprint
+
     if src.is_remote:
         return {"url": src.name, "size": src.size}
-    st = os.stat(src.name)
-    return {"path": src.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return file_fingerprint(src.name)
 
 
 # ---- decompressed blocks and lines ----------------------------------------------------------------
