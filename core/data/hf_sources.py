@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,10 +128,52 @@ def _quiet_datasets() -> Iterator[Any]:
             datasets.enable_progress_bars()
 
 
-def _open_text(path: Path):
-    if str(path).lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _compression(path: Path) -> str | None:
+    return "gzip" if str(path).lower().endswith(".gz") else None
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes | InputError]]:
+    """``(line number, raw bytes)`` of a (gzipped) text file; a truncated or corrupt gzip span
+    comes out as an InputError naming the last good line (reading goes on at the next member)."""
+    from llmctl.core.data.text_sources import Gap, decoded_blocks, gap_error, split_lines
+
+    lineno = 0
+    with open(path, "rb") as f:
+        for raw in split_lines(decoded_blocks(f, _compression(path))):
+            if isinstance(raw, Gap):
+                yield lineno, gap_error(raw, str(path), lineno)
+                continue
+            lineno += 1
+            yield lineno, raw
+
+
+def _bad_utf8_field(obj: Any, key: str | None = None) -> str | None:
+    """The first field (``a.b``) whose text holds a byte that is not UTF-8 (read as a surrogate)."""
+    if isinstance(obj, str):
+        return key if any("\udc80" <= c <= "\udcff" for c in obj) else None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        if isinstance(k, str) and _bad_utf8_field(k) is not None:
+            return f"{key}.{k}" if key else k
+        sub = _bad_utf8_field(v, f"{key}.{k}" if key else str(k))
+        if sub is not None:
+            return sub
+    return None
+
+
+def decode_utf8(raw: bytes, source: str, line: int | None) -> str:
+    """``raw`` as UTF-8 text, or an InputError naming the line, the field that holds the bad byte
+    (when the text is JSON) and the byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        reason = f"invalid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+        where = line if line is not None else raw.count(b"\n", 0, e.start) + 1
+        try:
+            fld = _bad_utf8_field(json.loads(raw.decode("utf-8", "surrogateescape")))
+        except ValueError:
+            fld = None
+        raise InputError(source, where, reason, fld) from None
 
 
 class _Lines:
@@ -142,11 +185,7 @@ class _Lines:
 
     def __call__(self, index: int) -> int:
         if self.rows is None:
-            try:
-                with _open_text(self.path) as f:
-                    self.rows = [n for n, line in enumerate(f, start=1) if line.strip()]
-            except (OSError, UnicodeDecodeError):
-                self.rows = []
+            self.rows = [n for n, raw in _raw_lines(self.path) if isinstance(raw, bytes) and raw.strip()]
         return self.rows[index] if index < len(self.rows) else index + 1
 
 
@@ -155,35 +194,57 @@ def _is_jsonl(path: Path) -> bool:
     name = str(path).lower()
     if name.endswith((".jsonl", ".jsonl.gz")):
         return True
-    with _open_text(path) as f:
-        head = f.read(4096).lstrip()
-    return not head.startswith("[")
+    try:
+        with (gzip.open(path, "rb") if _compression(path) else open(path, "rb")) as f:
+            head = f.read(4096).lstrip()
+    except (OSError, EOFError, zlib.error):
+        return True  # unreadable: the line reader reports where
+    return not head.startswith(b"[")
 
 
 def _read_json_lines(path: Path) -> Iterator[Record | InputError]:
-    """Line-by-line fallback: each line a record, or an InputError for a line that is not JSON."""
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError as e:
-                yield InputError(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})")
-                continue
-            yield Record(str(path), lineno - 1, data, lambda i: i + 1)
+    """Line-by-line fallback: each line a record, or an InputError for a line that is not UTF-8
+    JSON (naming the field that holds a bad byte) or for a truncated/corrupt gzip span."""
+    for lineno, raw in _raw_lines(path):
+        if isinstance(raw, InputError):
+            yield raw
+            continue
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(decode_utf8(raw, str(path), lineno))
+        except InputError as e:
+            yield e
+            continue
+        except ValueError as e:
+            yield InputError(path, lineno, f"invalid JSON ({e.msg} at column {e.colno})")
+            continue
+        yield Record(str(path), lineno - 1, data, lambda i: i + 1)
 
 
 def _read_json_list(path: Path) -> Iterator[Record | InputError]:
-    try:
-        with _open_text(path) as f:
-            data = json.load(f)
+    from llmctl.core.data.text_sources import Gap, decoded_blocks
+
+    parts = []
+    with open(path, "rb") as f:
+        for block in decoded_blocks(f, _compression(path)):
+            if isinstance(block, Gap):
+                raise InputError(path, None, f"{block.reason}: the file is one JSON list, nothing of it is read")
+            parts.append(block)
+    raw = b"".join(parts)
+    try:  # bytes that are not UTF-8 are read as surrogates, so only the records holding them are bad
+        data = json.loads(raw.decode("utf-8", "surrogateescape"))
     except ValueError as e:
+        decode_utf8(raw, str(path), None)  # a bad byte outside any string: name its line
         lineno = getattr(e, "lineno", None)
         raise InputError(path, lineno, f"invalid JSON ({getattr(e, 'msg', e)})") from None
     if not isinstance(data, list):
         raise InputError(path, None, f"expected a list of records or JSON lines, got a {type(data).__name__}")
     for i, rec in enumerate(data):
+        fld = _bad_utf8_field(rec)
+        if fld is not None:
+            yield InputError(path, i + 1, "invalid UTF-8 (a byte that is not UTF-8 in this field)", fld)
+            continue
         yield Record(str(path), i, rec, lambda i: i + 1)
 
 
@@ -238,7 +299,20 @@ def iter_file(path: Path) -> Iterator[Record | InputError]:
             yield from (_read_json_lines(path) if jsonl else _read_json_list(path))
             return
         line_of = _Lines(path) if jsonl else (lambda i: i + 1)
-        yield from _iter_dataset(ds, str(path), line_of)
+        done = 0
+        try:
+            for rec in _iter_dataset(ds, str(path), line_of):
+                yield rec
+                done += 1
+        except UnicodeDecodeError as e:  # arrow keeps bytes that are not UTF-8 until they are read
+            if builder != "json":
+                raise InputError(path, None, f"invalid UTF-8 in a string column ({e.reason})") from None
+            rest = _read_json_lines(path) if jsonl else _read_json_list(path)
+            for item in rest:  # the line reader names the line and field; records already read are not repeated
+                if isinstance(item, Record) and done > 0:
+                    done -= 1
+                    continue
+                yield item
 
 
 def iter_hub(hub_id: str, *, split: str, name: str | None = None,

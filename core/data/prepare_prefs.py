@@ -326,7 +326,7 @@ def run(ws: Any, params: PreparePrefsParams, run_dir: Path | None = None) -> dic
     """Build ``data/preferences.jsonl`` and ``data/preferences_test.jsonl`` in the workspace."""
     import contextlib
 
-    from llmctl.core.artifacts import ArtifactWriter
+    from llmctl.core.artifacts import ArtifactWriter, commit_together
     from llmctl.core.data.prepare_rl import write_jsonl
     from llmctl.core.stages import params_dict
 
@@ -341,14 +341,15 @@ def run(ws: Any, params: PreparePrefsParams, run_dir: Path | None = None) -> dic
         summary = {}
         for k in ("train", "test"):
             write_jsonl(writers[k].tmp, built[k])
+        details = []
         for k in ("test", "train"):
-            w = writers[k]
-            w.inputs = built["inputs"]
-            counts = {"pairs": len(built[k]), "skipped": len(policy.skipped),
+            writers[k].inputs = built["inputs"]
+            counts = {"pairs": len(built[k]), "skipped": policy.n_skipped,
                       **{f"dropped_{d}": v for d, v in sorted(built["dropped"].items())}}
-            w.commit(counts=counts, per_source=built["per_source"], errors=policy.report(),
-                     dropped_examples=built["dropped_examples"])
+            details.append({"counts": counts, "per_source": built["per_source"], "errors": policy.report(),
+                            "dropped_examples": built["dropped_examples"]})
             summary[k] = counts
+        commit_together([writers["test"], writers["train"]], details)
     print(f"preferences: {summary['train']['pairs']} train pairs, {summary['test']['pairs']} held out, "
-          f"dropped {built['dropped']}, skipped {len(policy.skipped)}", flush=True)
+          f"dropped {built['dropped']}, skipped {policy.n_skipped}", flush=True)
     return summary

@@ -483,13 +483,13 @@ def run(ws: Any, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]
     for role, c in counts.items():
         print(f"{paths[role].name}: {c['tokens']:,} tokens, {c['documents']:,} documents")
     if policy.skipped:
-        print(f"skipped {len(policy.skipped)} bad record(s), listed above and in "
+        print(f"skipped {policy.n_skipped} bad record(s), listed above and in "
               f"{manifest_path(paths[next(iter(paths))]).name}")
     print(f"{result['bytes'] / 1e6:.1f} MB read in {result['seconds']:.1f} s "
           f"({result['tokens_per_s'] / 1e6:.2f}M tokens/s)")
     return {"tokens": sum(c["tokens"] for c in counts.values()),
             "documents": sum(c["documents"] for c in counts.values()),
-            "skipped": len(policy.skipped), "seconds": round(result["seconds"], 3),
+            "skipped": policy.n_skipped, "seconds": round(result["seconds"], 3),
             "files": {role: str(p) for role, p in paths.items()},
             **{f"{role}_tokens": c["tokens"] for role, c in counts.items()}}
 
@@ -500,13 +500,15 @@ def _commit(aws: dict[str, Any], writers: dict[str, TokenWriter], policy: ErrorP
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for role, w in writers.items():
         w.finish({"tokenizer": tok.describe(), "sources": infos, "parameters": pdict, "split": role,
-                  "n_tokens": w.n_tokens, "n_documents": w.n_documents, "n_skipped": len(policy.skipped),
+                  "n_tokens": w.n_tokens, "n_documents": w.n_documents, "n_skipped": policy.n_skipped,
                   "eot_id": tok.eot_id, "created": created, "format": FORMAT})
-    counts = {}
-    for role, w in writers.items():
-        counts[role] = {"tokens": w.n_tokens, "documents": w.n_documents, "skipped": len(policy.skipped)}
-        aws[role].commit(counts=counts[role], tokenizer=tok.describe(), split=role, sources=infos,
-                         errors=policy.report(), skipped_records=policy.skipped[:MANIFEST_SKIPPED])
+    from llmctl.core.artifacts import commit_together
+
+    counts = {role: {"tokens": w.n_tokens, "documents": w.n_documents, "skipped": policy.n_skipped}
+              for role, w in writers.items()}
+    commit_together([aws[role] for role in writers], [
+        {"counts": counts[role], "tokenizer": tok.describe(), "split": role, "sources": infos,
+         "errors": policy.report(), "skipped_records": policy.skipped[:MANIFEST_SKIPPED]} for role in writers])
     return counts
 
 
@@ -551,7 +553,7 @@ def _try_resume(tmps: dict[str, Path], params: PreparePretrainParams, key: str, 
                 n_tok, n_doc = prog["counts"][role]
                 writers[role].truncate(n_tok, n_doc, prog["skipped"] if role == roles[0] else None)
             primary = writers[roles[0]]
-            policy.seen = prog["seen"]
+            policy.seen, policy.lost = prog["seen"], prog.get("lost", 0)
             policy.skipped = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in primary.skipped[:]]
             display.say(f"resuming {first}: source {prog['source'] + 1}, line {prog['line']}, "
                         f"{primary.n_tokens:,} tokens written")
@@ -577,7 +579,7 @@ def _flush_all(writers: dict[str, TokenWriter], key: str, policy: ErrorPolicy, p
         writers[r].flush()
     primary = writers[roles[0]]
     progress = {"key": key, "source": pos[0], "line": pos[1], "seen": policy.seen,
-                "skipped": len(policy.skipped),
+                "skipped": len(policy.skipped), "lost": policy.lost,
                 "counts": {r: [w.total, w.n_documents] for r, w in writers.items()}}
     primary.flush(progress)
 
@@ -616,7 +618,7 @@ def _pipeline(writers: dict[str, TokenWriter], policy: ErrorPolicy, start: tuple
         dt = max(time.time() - t0, 1e-9)
         n = total_tokens()
         metrics.log(n, {"prepare/tokens": n, "prepare/documents": sum(w.n_documents for w in writers.values()),
-                        "prepare/skipped": len(policy.skipped), "prepare/tokens_per_s": (n - toks0) / dt,
+                        "prepare/skipped": policy.n_skipped, "prepare/tokens_per_s": (n - toks0) / dt,
                         "prepare/mb_per_s": (reader.bytes_read - bytes0) / dt / 1e6})
 
     def flush() -> None:
@@ -628,7 +630,7 @@ def _pipeline(writers: dict[str, TokenWriter], policy: ErrorPolicy, start: tuple
     def consume(batch: Batch, ids_list: list[list[int]]) -> bool:
         """Append one tokenized batch; False once max_tokens is reached."""
         nonlocal pos
-        seen0, skipped0 = policy.seen, len(policy.skipped)
+        seen0, skipped0, lost0 = policy.seen, len(policy.skipped), policy.lost
         counted = 0
         try:
             for before, err in batch.errors:  # in line order, so the skip threshold sees what a reader would
@@ -638,7 +640,7 @@ def _pipeline(writers: dict[str, TokenWriter], policy: ErrorPolicy, start: tuple
                 policy.bad(err)
                 display.say(f"skipped {err}")
         except (InputError, TooManyErrors):
-            policy.seen = seen0  # the progress record stays at the end of the previous batch
+            policy.seen, policy.lost = seen0, lost0  # the progress record stays at the previous batch's end
             del policy.skipped[skipped0:]
             flush()
             raise

@@ -158,7 +158,7 @@ def run(ws: Any, params: PrepareRLParams, run_dir: Path | None = None) -> dict[s
     """Build the three RL prompt files in the workspace."""
     import contextlib
 
-    from llmctl.core.artifacts import ArtifactWriter
+    from llmctl.core.artifacts import ArtifactWriter, commit_together
     from llmctl.core.stages import params_dict
 
     params.validate()
@@ -174,6 +174,8 @@ def run(ws: Any, params: PrepareRLParams, run_dir: Path | None = None) -> dict[s
         for k, w in writers.items():
             write_jsonl(w.tmp, built[k])
         summary: dict[str, Any] = {}
+        group: list[Any] = []
+        details: list[dict[str, Any]] = []
         for k in ("test", "train", "arithmetic"):
             if k not in writers:
                 summary[k] = {"rows": 0}
@@ -188,11 +190,13 @@ def run(ws: Any, params: PrepareRLParams, run_dir: Path | None = None) -> dict[s
                     counts[f"level_{lv}"] = sum(1 for r in rows if r["level"] == lv)
             else:
                 w.inputs = {"file": built["inputs"][f"gsm8k_{k}"]}
-                counts["skipped"] = len(policy.skipped)
+                counts["skipped"] = policy.n_skipped
                 if k == "train":
                     counts["test_overlap_dropped"] = built["test_overlap_dropped"]
-            w.commit(counts=counts, errors=policy.report())
+            group.append(w)
+            details.append({"counts": counts, "errors": policy.report()})
             summary[k] = counts
+        commit_together(group, details)
     print(f"rl prompts: train {summary['train']['rows']}, test {summary['test']['rows']}, "
-          f"arithmetic {summary['arithmetic']['rows']}, skipped {len(policy.skipped)}", flush=True)
+          f"arithmetic {summary['arithmetic']['rows']}, skipped {policy.n_skipped}", flush=True)
     return summary

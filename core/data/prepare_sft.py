@@ -241,11 +241,11 @@ def build(params: PrepareSFTParams, tok: Any, policy: ErrorPolicy) -> dict[str, 
             got = arithmetic_conversations(params.include_arithmetic, list(params.arithmetic_levels), params.seed)
             read = len(got)
         else:
-            seen0, skip0 = policy.seen, len(policy.skipped)
+            seen0, skip0 = policy.seen, policy.n_skipped
             got, extra = read_source(name, getattr(params, name), policy)
             for k, v in extra.items():
                 dropped[k] = dropped.get(k, 0) + v
-            read = policy.seen - seen0 - (len(policy.skipped) - skip0)
+            read = policy.seen - seen0 - (policy.n_skipped - skip0)
             if params.max_examples and len(got) > params.max_examples:
                 rng = random.Random(f"{params.seed}:{name}")
                 pick = sorted(rng.sample(range(len(got)), params.max_examples))
@@ -322,7 +322,7 @@ def run(ws: Any, params: PrepareSFTParams, run_dir: Path | None = None) -> dict[
             "target_tokens": int(p.loss_mask.sum()),
             "truncated": int(p.truncated),
             "efficiency": round(p.efficiency, 4),
-            "skipped": len(policy.skipped),
+            "skipped": policy.n_skipped,
             **{f"examples_{k}": v["packed"] for k, v in built["per_source"].items()},
         }
         write_h5(w.tmp, built, counts=counts, params=pdict, tokenizer=tok.describe(), inputs=inputs)

@@ -56,6 +56,7 @@ class ErrorPolicy:
     max_skipped: int | None = None  # or once this many were skipped
     skipped: list[str] = field(default_factory=list)
     seen: int = 0
+    lost: int = 0  # records lost beyond one per skipped entry (estimated inside corrupt stream spans)
 
     def __post_init__(self) -> None:
         if self.mode not in ON_ERROR_CHOICES:
@@ -65,24 +66,32 @@ class ErrorPolicy:
         """Count one good record."""
         self.seen += 1
 
+    @property
+    def n_skipped(self) -> int:
+        """Records skipped or lost (a corrupt stream span counts the records it held, estimated)."""
+        return len(self.skipped) + self.lost
+
     def bad(self, err: InputError) -> None:
-        """Handle one bad record: raise under ``fail``, else record it and check the limits."""
-        self.seen += 1
+        """Handle one bad record (or a lost span: ``err.lost`` records): raise under ``fail``,
+        else record it and check the limits."""
+        n = max(1, int(getattr(err, "lost", 1) or 1))
+        self.seen += n
         if self.mode == "fail":
             raise err
         self.skipped.append(str(err))
-        if self.max_skipped is not None and len(self.skipped) > self.max_skipped:
+        self.lost += n - 1
+        if self.max_skipped is not None and self.n_skipped > self.max_skipped:
             raise TooManyErrors(self._summary(f"more than {self.max_skipped} records skipped"))
-        if self.seen >= self.min_records and len(self.skipped) / self.seen > self.max_fraction:
+        if self.seen >= self.min_records and self.n_skipped / self.seen > self.max_fraction:
             raise TooManyErrors(self._summary(
-                f"{len(self.skipped)} of {self.seen} records skipped (> {self.max_fraction:.1%})"))
+                f"{self.n_skipped} of {self.seen} records skipped (> {self.max_fraction:.1%})"))
 
     def finish(self) -> None:
         """Apply the share limit once more at the end (small inputs included)."""
-        if self.skipped and self.seen and len(self.skipped) / self.seen > self.max_fraction \
-                and self.seen < self.min_records and len(self.skipped) > 1:
+        if self.skipped and self.seen and self.n_skipped / self.seen > self.max_fraction \
+                and self.seen < self.min_records and self.n_skipped > 1:
             raise TooManyErrors(self._summary(
-                f"{len(self.skipped)} of {self.seen} records skipped (> {self.max_fraction:.1%})"))
+                f"{self.n_skipped} of {self.seen} records skipped (> {self.max_fraction:.1%})"))
 
     def _summary(self, head: str) -> str:
         shown = "\n  ".join(self.skipped[:10])
@@ -91,7 +100,8 @@ class ErrorPolicy:
 
     def report(self) -> dict[str, Any]:
         """Counts for the manifest: records seen, skipped and the first reasons."""
-        return {"seen": self.seen, "skipped": len(self.skipped), "skipped_examples": self.skipped[:20]}
+        return {"seen": self.seen, "skipped": self.n_skipped, "lost_in_corrupt_spans": self.lost,
+                "skipped_examples": self.skipped[:20]}
 
 
 def require_str(rec: Any, key: str, source: str, line: int, *, allow_empty: bool = False) -> str:

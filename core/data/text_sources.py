@@ -181,6 +181,27 @@ class CorruptStream(Exception):
     """The compressed stream is truncated or corrupt (wraps the decompressor's message)."""
 
 
+@dataclass
+class Gap:
+    """A span of a compressed stream that could not be decoded and was skipped: compressed bytes
+    ``start`` (where the bad frame began) to ``end`` (the next frame, or the end of the file)."""
+
+    start: int
+    end: int
+    reason: str
+    resumed: bool  # whether reading went on at a later frame
+    out_before: int = 0  # decompressed bytes that came out before the gap
+    lost_out: float | None = None  # decompressed bytes lost, estimated (None: unknown, the file is cut)
+
+    @property
+    def lost_bytes(self) -> int:
+        return self.end - self.start
+
+
+# Frame (zstd) and member (gzip) headers: where decoding can start again after a corrupt span.
+FRAME_MAGIC = {"zstd": b"\x28\xb5\x2f\xfd", "gzip": b"\x1f\x8b\x08"}
+
+
 def _decoder(compression: str | None) -> tuple[Callable[[], Any], tuple[type[BaseException], ...]]:
     if compression == "zstd":
         import zstandard
@@ -193,11 +214,13 @@ def _decoder(compression: str | None) -> tuple[Callable[[], Any], tuple[type[Bas
 
 
 def decoded_blocks(f: Any, compression: str | None, on_read: Callable[[int], None] | None = None
-                   ) -> Iterator[bytes]:
-    """Decompressed blocks of the binary file ``f``; CorruptStream on a truncated/corrupt stream.
+                   ) -> Iterator[bytes | Gap]:
+    """Decompressed blocks of the binary file ``f``, with a :class:`Gap` where it is corrupt.
 
-    zstd and gzip streams may hold several frames/members; the stream must end on a frame end.
-    ``on_read(n)`` is called with the number of compressed bytes read at each step.
+    zstd and gzip streams may hold several frames/members. A frame that fails to decode is
+    skipped up to the next frame header, where decoding starts again (a Gap marks the lost
+    span); a stream that ends inside a frame ends with a Gap up to its end. ``on_read(n)`` is
+    called with the number of compressed bytes read at each step.
     """
     if compression is None:
         while True:
@@ -208,34 +231,103 @@ def decoded_blocks(f: Any, compression: str | None, on_read: Callable[[int], Non
                 on_read(len(block))
             yield block
     new_obj, errors = _decoder(compression)
+    magic = FRAME_MAGIC[compression]
     obj, fed = new_obj(), False
+    total = 0  # compressed bytes read so far
+    base = 0  # offset of data[0] in the file
+    frame_start = 0  # offset where the frame being decoded began
+    data = b""
+    out_total = frame_out = 0  # decompressed bytes: all, and of the current frame
+    comp_done = out_done = 0  # compressed and decompressed bytes of the frames that decoded whole
+
+    def lost(end: int) -> float:
+        span = end - frame_start
+        if comp_done:
+            ratio = out_done / comp_done
+        else:
+            ratio = frame_out / max(1, base + len(data) - frame_start)
+        return max(0.0, span * ratio - frame_out)
+
+    def read() -> bytes:
+        nonlocal total
+        block = f.read(READ_BLOCK)
+        if block and on_read is not None:
+            on_read(len(block))
+        total += len(block)
+        return block
+
     while True:
-        data = f.read(READ_BLOCK)
         if not data:
-            break
-        if on_read is not None:
-            on_read(len(data))
-        while data:
-            try:
-                out = obj.decompress(data)
-            except errors as e:
-                raise CorruptStream(f"corrupt {compression} stream ({e})") from None
-            fed = True
-            if out:
-                yield out
-            if obj.eof:  # a frame/member ended: the rest belongs to the next one
-                data = obj.unused_data
-                obj, fed = new_obj(), False
-            else:
-                data = b""
+            base = total
+            data = read()
+            if not data:
+                break
+        try:
+            out = obj.decompress(data)
+        except errors as e:
+            reason = f"corrupt {compression} stream ({e})"
+            # search for the next frame header after this frame's start
+            at = max(frame_start + 1, base) - base
+            while True:
+                k = data.find(magic, at)
+                if k >= 0:
+                    break
+                keep = data[-(len(magic) - 1):]
+                more = read()
+                if not more:
+                    yield Gap(frame_start, total, reason, False, out_total, lost(total))
+                    return
+                base = total - len(more) - len(keep)
+                data, at = keep + more, 0
+            yield Gap(frame_start, base + k, reason, True, out_total, lost(base + k))
+            data, base = data[k:], base + k
+            frame_start, frame_out = base, 0
+            obj, fed = new_obj(), False
+            continue
+        fed = True
+        if out:
+            frame_out += len(out)
+            out_total += len(out)
+            yield out
+        if obj.eof:  # a frame/member ended: the rest belongs to the next one
+            rest = obj.unused_data
+            base += len(data) - len(rest)
+            comp_done += base - frame_start
+            out_done += frame_out
+            data, frame_start, frame_out = rest, base, 0
+            obj, fed = new_obj(), False
+        else:
+            data = b""
     if fed:
-        raise CorruptStream(f"truncated {compression} stream (it ends inside a frame)")
+        yield Gap(frame_start, total, f"truncated {compression} stream (it ends inside a frame)", False,
+                  out_total, None)
 
 
-def split_lines(blocks: Iterator[bytes]) -> Iterator[bytes]:
-    """Lines (without ``\\n``) of a stream of byte blocks; a final line without ``\\n`` included."""
+def gap_error(gap: Gap, name: str, lineno: int) -> InputError:
+    """The InputError for a skipped span, after ``lineno`` lines: names the last good line, the
+    compressed bytes lost and the records they held (estimated from the lines per byte so far);
+    ``.lost`` is that estimate, at least 1, which the skip count and cap see."""
+    if gap.lost_out is None:
+        n, what = 1, "what followed is missing (counted as 1 record)"
+    else:
+        per_byte = lineno / gap.out_before if gap.out_before and lineno else 0.0
+        n = max(1, round(gap.lost_out * per_byte))
+        where = "up to the next frame" if gap.resumed else "to the end of the file"
+        what = f"skipped {gap.lost_bytes} compressed bytes {where} (about {n} records lost)"
+    err = InputError(name, lineno, f"{gap.reason} after line {lineno}, the last good line; {what}")
+    err.lost = n  # type: ignore[attr-defined]
+    return err
+
+
+def split_lines(blocks: Iterator[bytes | Gap]) -> Iterator[bytes | Gap]:
+    """Lines (without ``\\n``) of a stream of byte blocks; a final line without ``\\n`` included.
+    A Gap passes through; the unfinished line before it is lost with it."""
     pending: list[bytes] = []
     for block in blocks:
+        if isinstance(block, Gap):
+            pending = []
+            yield block
+            continue
         nl = block.find(b"\n")
         if nl < 0:
             if block:
@@ -306,9 +398,9 @@ def iter_documents(src: Source, *, txt_docs: str = "file", skip_lines: int = 0,
                    on_read: Callable[[int], None] | None = None) -> Iterator[tuple[int, str | InputError]]:
     """``(end_line, text | InputError)`` for every document of ``src`` after its first ``skip_lines``.
 
-    Bad records come out as InputError values (the caller's ErrorPolicy decides); a truncated or
-    corrupt stream comes out as a last InputError naming the last good line, after which the
-    source is abandoned.
+    Bad records come out as InputError values (the caller's ErrorPolicy decides). A corrupt span
+    of a compressed stream comes out as an InputError naming the last good line and what was lost
+    (:func:`gap_error`); reading goes on at the next frame where there is one.
     """
     import fsspec
 
@@ -318,70 +410,75 @@ def iter_documents(src: Source, *, txt_docs: str = "file", skip_lines: int = 0,
     lineno = 0
     with fsspec.open(name, "rb") as f:
         lines = split_lines(decoded_blocks(f, src.compression, on_read))
-        try:
-            if src.kind == "txt" and txt_docs == "file":
-                if skip_lines > 0:
-                    for _ in lines:
-                        pass
-                    return
-                yield from _whole_file(lines, name)
+        if src.kind == "txt" and txt_docs == "file":
+            if skip_lines > 0:
+                for _ in lines:
+                    pass
                 return
-            for _ in range(skip_lines):
-                if next(lines, None) is None:
-                    return
+            yield from _whole_file(lines, name)
+            return
+        while lineno < skip_lines:  # gaps are not lines: a resumed read meets them where the first did
+            item = next(lines, None)
+            if item is None:
+                return
+            if not isinstance(item, Gap):
                 lineno += 1
-            if src.kind == "jsonl":
-                loads = _loads()
-                for raw in lines:
-                    lineno += 1
-                    if not raw.strip(BLANK):
-                        continue
-                    yield lineno, _json_doc(raw, name, lineno, loads)
-            elif txt_docs == "lines":
-                for raw in lines:
-                    lineno += 1
-                    if raw.strip(BLANK):
-                        yield lineno, _line_text(raw, name, lineno)
-            else:
-                yield from _paragraphs(lines, name, lineno)
-        except CorruptStream as e:
-            good = getattr(e, "last_line", lineno)  # _paragraphs/_whole_file count their own lines
-            yield good, InputError(name, good, f"{e} after line {good}, the last good line")
+        if src.kind == "jsonl":
+            loads = _loads()
+            for raw in lines:
+                if isinstance(raw, Gap):
+                    yield lineno, gap_error(raw, name, lineno)
+                    continue
+                lineno += 1
+                if not raw.strip(BLANK):
+                    continue
+                yield lineno, _json_doc(raw, name, lineno, loads)
+        elif txt_docs == "lines":
+            for raw in lines:
+                if isinstance(raw, Gap):
+                    yield lineno, gap_error(raw, name, lineno)
+                    continue
+                lineno += 1
+                if raw.strip(BLANK):
+                    yield lineno, _line_text(raw, name, lineno)
+        else:
+            yield from _paragraphs(lines, name, lineno)
 
 
-def _paragraphs(lines: Iterator[bytes], name: str, lineno: int) -> Iterator[tuple[int, str | InputError]]:
+def _paragraphs(lines: Iterator[bytes | Gap], name: str, lineno: int) -> Iterator[tuple[int, str | InputError]]:
     para: list[str] = []
     err: InputError | None = None
-    try:
-        for raw in lines:
-            lineno += 1
-            if not raw.strip(BLANK):
-                if para or err:
-                    yield lineno - 1, err or "\n".join(para)
-                    para, err = [], None
-                continue
-            t = _line_text(raw, name, lineno)
-            if isinstance(t, InputError):
-                err = err or t
-            else:
-                para.append(t)
-    except CorruptStream as e:
-        e.last_line = lineno  # type: ignore[attr-defined]  # the unfinished paragraph is lost with it
-        raise
+    for raw in lines:
+        if isinstance(raw, Gap):  # the unfinished paragraph is lost with the span
+            yield lineno, gap_error(raw, name, lineno)
+            para, err = [], None
+            continue
+        lineno += 1
+        if not raw.strip(BLANK):
+            if para or err:
+                yield lineno - 1, err or "\n".join(para)
+                para, err = [], None
+            continue
+        t = _line_text(raw, name, lineno)
+        if isinstance(t, InputError):
+            err = err or t
+        else:
+            para.append(t)
     if para or err:
         yield lineno, err or "\n".join(para)
 
 
-def _whole_file(lines: Iterator[bytes], name: str) -> Iterator[tuple[int, str | InputError]]:
+def _whole_file(lines: Iterator[bytes | Gap], name: str) -> Iterator[tuple[int, str | InputError]]:
     parts: list[bytes] = []
     n = 0
-    try:
-        for raw in lines:
-            parts.append(raw[:-1] if raw.endswith(b"\r") else raw)
-            n += 1
-    except CorruptStream as e:
-        e.last_line = n  # type: ignore[attr-defined]
-        raise
+    for raw in lines:
+        if isinstance(raw, Gap):  # the file is one document: it is lost
+            for _ in lines:
+                n += 1
+            yield n, gap_error(raw, name, len(parts))
+            return
+        parts.append(raw[:-1] if raw.endswith(b"\r") else raw)
+        n += 1
     for i, raw in enumerate(parts, start=1):
         try:
             raw.decode("utf-8")

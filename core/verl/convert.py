@@ -413,7 +413,7 @@ def convert_tree(jobs: list[FileJob], files_dir: Path, merged_dir: Path, *, kind
     return {
         "files": len(jobs),
         "rows": sum(i["rows"] for i in per_file.values()),
-        "skipped": len(policy.skipped),
+        "skipped": policy.n_skipped,
         "rows_by_split": {s: sum(i["rows"] for i in per_file.values() if i["split"] == s) for s in SPLITS},
         "merged_rows": merged,
         "defaulted_split_files": sum(1 for j in jobs if j.defaulted),
@@ -441,7 +441,7 @@ def _inputs(jobs: list[FileJob]) -> dict[str, Any]:
 
 def run(ws: Any, params: VerlConvertParams, run_dir: Path | None = None) -> dict[str, Any]:
     """Convert, write atomically (workspace ``data/verl/`` or ``--out``), print a summary."""
-    from llmctl.core.artifacts import ArtifactWriter, read_manifest
+    from llmctl.core.artifacts import ArtifactWriter, commit_together, read_manifest
     from llmctl.core.stages import params_dict
 
     params.validate()
@@ -463,16 +463,18 @@ def run(ws: Any, params: VerlConvertParams, run_dir: Path | None = None) -> dict
                 ArtifactWriter(merged_out, stage="verl-convert", params=pdict, inputs=_inputs(jobs)) as wm:
             report = convert_tree(jobs, wf.tmp, wm.tmp, **opts)
             counts = {k: report[k] for k in ("files", "rows", "skipped", "defaulted_split_files")}
-            wf.commit(counts=counts, report=report, errors=policy.report())
-            wm.commit(counts={"rows": sum(report["merged_rows"].values()), **{
-                f"{s}_rows": n for s, n in report["merged_rows"].items()}}, errors=policy.report())
+            commit_together([wf, wm], [
+                {"counts": counts, "report": report, "errors": policy.report()},
+                {"counts": {"rows": sum(report["merged_rows"].values()),
+                            **{f"{s}_rows": n for s, n in report["merged_rows"].items()}},
+                 "errors": policy.report()}])
         where = f"{out} and {merged_out}"
     else:
         target = ws.path("data/verl")
         name = KIND_DIR[kind]
         prev = read_manifest(target) or {}
         with ArtifactWriter(target, stage="verl-convert", params=pdict, inputs=_inputs(jobs)) as w:
-            w.tmp.mkdir(parents=True, exist_ok=True)
+            w.tmp.mkdir(parents=True)  # the writer removed any leftover: this run starts empty
             if target.is_dir():  # keep the other kinds' conversions
                 for child in sorted(target.iterdir()):
                     if child.is_dir() and child.name not in (name, name + "_merged"):
