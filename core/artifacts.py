@@ -136,8 +136,14 @@ def try_lock(lp: Path, record: dict[str, Any]) -> int | None:
             same = False
         if same:
             data = json.dumps(record).encode()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, data, 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, data, 0)
+            except OSError as e:
+                release_lock(lp, fd)
+                if is_disk_full(e):
+                    raise disk_full_error(lp, lp, len(data)) from None
+                raise
             return fd
         os.close(fd)
 
@@ -237,6 +243,10 @@ def disk_usage(path: str | os.PathLike[str]) -> int:
     return total
 
 
+class DiskFull(OSError):
+    """A write ran out of disk: names the path and the space it needs."""
+
+
 def free_bytes(path: str | os.PathLike[str]) -> tuple[Path, int]:
     """(the nearest existing folder at or above ``path``, bytes free to us on its disk)."""
     p = Path(path)
@@ -258,12 +268,8 @@ def check_free_space(path: str | os.PathLike[str], need_bytes: int, what: str) -
     """Refuse to start when the disk holding ``path`` has less than ``need_bytes`` free."""
     p, free = free_bytes(path)
     if free < need_bytes:
-        raise OSError(f"{what}: needs about {need_bytes / 1e9:.2f} GB free at {p}, "
-                      f"only {free / 1e9:.2f} GB available")
-
-
-class DiskFull(OSError):
-    """A write ran out of disk: names the path and the space it needs."""
+        raise DiskFull(errno.ENOSPC, f"{what}: needs about {human_bytes(need_bytes)} free at {p}, "
+                                     f"only {human_bytes(free)} available")
 
 
 def is_disk_full(exc: BaseException | None) -> bool:
@@ -282,7 +288,7 @@ def disk_full_error(path: Path, tmp: Path, expect_bytes: int | None) -> DiskFull
     where, free = free_bytes(path.parent)
     need = f"needs about {human_bytes(expect_bytes)}" if expect_bytes else "needs more space than that"
     return DiskFull(errno.ENOSPC, f"no space left on device writing {path} ({need}; {human_bytes(free)} free "
-                                  f"at {where}); the partial {tmp.name} was removed")
+                                  f"at {where})" + ("" if tmp == path else f"; the partial {tmp.name} was removed"))
 
 
 def _say(msg: str) -> None:
@@ -324,9 +330,10 @@ def _finish_commit(journal: Path, info: dict[str, Any], own: Path) -> str | None
             fds.append((lock_path(mp), fd))
         for m in info["members"]:
             mp, tmp = Path(m["path"]), atomic.tmp_path_for(m["path"])
-            if tmp.exists() and not tmp.is_symlink():
+            rolled = tmp.exists() and not tmp.is_symlink()
+            if rolled:
                 atomic.replace(tmp, mp)
-            if mp.exists() and read_manifest(mp) is None:
+            if mp.exists() and (rolled or read_manifest(mp) is None):
                 atomic.write_json(manifest_path(mp), {**m["manifest"], "bytes": disk_usage(mp)})
         atomic.remove(journal)
         return "finished the interrupted commit of " + ", ".join(Path(m["path"]).name for m in info["members"])
@@ -339,9 +346,10 @@ def commit_together(writers: list[ArtifactWriter], details: list[dict[str, Any]]
     """Commit artifacts made together so they become ready together, or none does.
 
     ``details[i]`` holds ``counts`` and the extra manifest fields of ``writers[i]``. A journal
-    listing every member is written first, then every old manifest is removed, then each artifact
-    is renamed into place with its manifest, then the journal goes; a kill in between leaves none
-    ready, and the next writer of any member rolls the journal forward.
+    listing every member is written first, then every old manifest is removed, every artifact
+    renamed into place, every manifest written, and the journal removed last: while it exists no
+    member reads as ready (:func:`artifact_status`), and the next writer of any member rolls it
+    forward.
     """
     manifests = [w.manifest(**d) for w, d in zip(writers, details, strict=True)]
     journal = commit_journal(writers[0].path)
@@ -349,8 +357,10 @@ def commit_together(writers: list[ArtifactWriter], details: list[dict[str, Any]]
         {"path": str(w.path), "manifest": m} for w, m in zip(writers, manifests, strict=True)]})
     for w in writers:
         atomic.remove(manifest_path(w.path))
+    for w in writers:
+        w.install()
     for w, m in zip(writers, manifests, strict=True):
-        w.install(m)
+        w.write_manifest(m)
     atomic.remove(journal)
     return manifests
 
@@ -432,6 +442,16 @@ class ArtifactWriter:
             atomic.remove(self.tmp)
             _say(f"removed {self.tmp.name}, {what}")
 
+    def reserve(self, nbytes: int) -> None:
+        """Before writing ``nbytes`` (about): remember the size, and raise DiskFull naming the
+        path and the space needed when the disk cannot hold it (with 5% and 16 kB to spare)."""
+        self.expect_bytes = nbytes
+        need = int(nbytes * 1.05) + (16 << 10)
+        where, free = free_bytes(self.path.parent)
+        if free < need:
+            raise DiskFull(errno.ENOSPC, f"{self.stage}: {self.path} needs about {human_bytes(need)}, "
+                                         f"only {human_bytes(free)} free at {where}")
+
     def manifest(self, counts: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
         """The manifest this artifact gets when committed (``bytes`` is added on install)."""
         manifest = {
@@ -452,23 +472,25 @@ class ArtifactWriter:
                 pass
         return manifest
 
-    def install(self, manifest: dict[str, Any]) -> None:
-        """Rename the finished temporary output into place, then write ``manifest`` beside it."""
+    def install(self) -> None:
+        """Rename the finished temporary output into place (its manifest comes next)."""
         if self.tmp.is_symlink():
             raise OSError(f"{self.tmp} is a symbolic link: refusing to make it {self.path.name}")
         if not self.tmp.is_dir():
             atomic.remove(manifest_path(self.path))
         atomic.replace(self.tmp, self.path)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Write the manifest of the installed artifact (with its size on disk)."""
         manifest["bytes"] = disk_usage(self.path)
         atomic.write_json(manifest_path(self.path), manifest)
         atomic.remove(failed_path(self.path))
         self.committed = True
 
     def commit(self, counts: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-        """Rename the finished temporary output into place and write its manifest."""
-        manifest = self.manifest(counts, **extra)
-        self.install(manifest)
-        return manifest
+        """Rename the finished temporary output into place and write its manifest (through a
+        journal, so a kill in between is finished by the next writer: :func:`commit_together`)."""
+        return commit_together([self], [{"counts": counts, **extra}])[0]
 
     def _release(self) -> None:
         if self._lock_fd is not None:
@@ -580,6 +602,8 @@ def artifact_status(path: str | os.PathLike[str], *, name: str = "", kind: str =
     st = ArtifactStatus(name, str(p), kind, stage, "missing")
     lock = read_lock(p)
     man = read_manifest(p) if p.exists() else None
+    if man is not None and _journals_naming(p):  # ready only once its whole group is
+        man = None
     if man is not None:
         st.manifest = man
         st.counts = man.get("counts", {})

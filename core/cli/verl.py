@@ -50,6 +50,9 @@ def check(
                                reward_kwargs=_reward_kwargs(reward_kwarg))
     except (FileNotFoundError, ValueError, OSError) as e:
         raise fail(str(e)) from None
+    if not checks:
+        raise fail(f"no data rows in {', '.join(str(f) for f in files[:3])}{' …' if len(files) > 3 else ''}: "
+                   "nothing to check (convert data first: llmctl verl convert …)")
     bad = [c for c in checks if not c.ok]
     if as_json:
         typer.echo(json.dumps({"files": [str(f) for f in files], "ok": not bad,

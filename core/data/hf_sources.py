@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmctl.core.data.records import InputError
+from llmctl.core.data.records import InputError, bad_utf8_field, decode_utf8
 
 JSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -120,10 +120,13 @@ def _quiet_datasets() -> Iterator[Any]:
     import datasets
 
     was = datasets.is_progress_bar_enabled()
+    level = datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a parse failure is ours to report, once
     try:
         yield datasets
     finally:
+        datasets.logging.set_verbosity(level)
         if was:
             datasets.enable_progress_bars()
 
@@ -145,35 +148,6 @@ def _raw_lines(path: Path) -> Iterator[tuple[int, bytes | InputError]]:
                 continue
             lineno += 1
             yield lineno, raw
-
-
-def _bad_utf8_field(obj: Any, key: str | None = None) -> str | None:
-    """The first field (``a.b``) whose text holds a byte that is not UTF-8 (read as a surrogate)."""
-    if isinstance(obj, str):
-        return key if any("\udc80" <= c <= "\udcff" for c in obj) else None
-    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
-    for k, v in items:
-        if isinstance(k, str) and _bad_utf8_field(k) is not None:
-            return f"{key}.{k}" if key else k
-        sub = _bad_utf8_field(v, f"{key}.{k}" if key else str(k))
-        if sub is not None:
-            return sub
-    return None
-
-
-def decode_utf8(raw: bytes, source: str, line: int | None) -> str:
-    """``raw`` as UTF-8 text, or an InputError naming the line, the field that holds the bad byte
-    (when the text is JSON) and the byte."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        reason = f"invalid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})"
-        where = line if line is not None else raw.count(b"\n", 0, e.start) + 1
-        try:
-            fld = _bad_utf8_field(json.loads(raw.decode("utf-8", "surrogateescape")))
-        except ValueError:
-            fld = None
-        raise InputError(source, where, reason, fld) from None
 
 
 class _Lines:
@@ -241,7 +215,7 @@ def _read_json_list(path: Path) -> Iterator[Record | InputError]:
     if not isinstance(data, list):
         raise InputError(path, None, f"expected a list of records or JSON lines, got a {type(data).__name__}")
     for i, rec in enumerate(data):
-        fld = _bad_utf8_field(rec)
+        fld = bad_utf8_field(rec)
         if fld is not None:
             yield InputError(path, i + 1, "invalid UTF-8 (a byte that is not UTF-8 in this field)", fld)
             continue

@@ -340,7 +340,7 @@ def run(ws: Any, params: PreparePrefsParams, run_dir: Path | None = None) -> dic
         built = build(params, policy)
         summary = {}
         for k in ("train", "test"):
-            write_jsonl(writers[k].tmp, built[k])
+            write_jsonl(writers[k], built[k])
         details = []
         for k in ("test", "train"):
             writers[k].inputs = built["inputs"]

@@ -26,6 +26,7 @@ train + dev tokens and stops after the document that reaches it (whole documents
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -422,12 +424,35 @@ class _Stop(Exception):
 EXPANSION = {None: 1.0, "gzip": 4.0, "zstd": 4.5}
 
 
-def estimate_output_bytes(sources: list[Any], params: PreparePretrainParams) -> int:
-    """A generous estimate of the bytes the token file(s) will take, for the free-space check."""
-    est = sum((s.size or 0) * EXPANSION.get(s.compression, 4.5) for s in sources)
+def estimate_output_bytes(sources: list[Any], params: PreparePretrainParams, out_per_text_byte: float = 1.0) -> int:
+    """A generous estimate of the bytes the token file(s) will take, for the free-space check:
+    ``out_per_text_byte`` is 4 bytes per token over the text bytes per token (1.0 before any text
+    is tokenized; CJK text measures about 3)."""
+    est = sum((s.size or 0) * EXPANSION.get(s.compression, 4.5) * out_per_text_byte for s in sources)
     if params.max_tokens:
         est = min(est, params.max_tokens * 4)
     return int(est * 1.1) + (1 << 20)
+
+
+def space_checker(aws: dict[str, Any], sources: list[Any], params: PreparePretrainParams
+                  ) -> Callable[[int, int], None]:
+    """``check(tokens, text_bytes)`` after the first batch: re-estimate the output from the bytes
+    per token actually produced, record it on the writers (named if the disk fills anyway) and
+    raise DiskFull naming the path and the space needed when the disk cannot hold it."""
+    from llmctl.core.artifacts import DiskFull, free_bytes, human_bytes
+
+    def check(tokens: int, text_bytes: int) -> None:
+        est = estimate_output_bytes(sources, params, 4 * tokens / max(1, text_bytes))
+        for w in aws.values():
+            w.expect_bytes = est
+        written = sum(w.tmp.stat().st_size for w in aws.values() if w.tmp.is_file())
+        first = next(iter(aws.values())).path
+        where, free = free_bytes(first.parent)
+        if est - written > free:
+            raise DiskFull(errno.ENOSPC, f"{STAGE}: {first} needs about {human_bytes(est)} "
+                           f"({human_bytes(est - written)} more), only {human_bytes(free)} free at {where} "
+                           f"(estimated from {tokens:,} tokens for {text_bytes:,} bytes of text so far)")
+    return check
 
 
 def run(ws: Any, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]:
@@ -469,7 +494,8 @@ def run(ws: Any, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]
                    for role, path in paths.items()}
             writers, policy, start = _open_outputs(aws, params, key, display)
             stack.callback(lambda: [w.close() for w in writers.values()])
-            result = _pipeline(writers, policy, start, key, sources, params, tok, display, metrics)
+            result = _pipeline(writers, policy, start, key, sources, params, tok, display, metrics,
+                               space_checker(aws, sources, params))
             first = writers[next(iter(writers))]
             if first.n_documents == 0:
                 raise InputError(", ".join(s.label for s in sources), None, "no documents found: nothing to write")
@@ -555,11 +581,16 @@ def _try_resume(tmps: dict[str, Path], params: PreparePretrainParams, key: str, 
             primary = writers[roles[0]]
             policy.seen, policy.lost = prog["seen"], prog.get("lost", 0)
             policy.skipped = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in primary.skipped[:]]
+            for w in writers.values():  # prove the file reads and writes where it will go on
+                if w.n_tokens:
+                    w.dset[w.n_tokens - 1:w.n_tokens]
+            _flush_all(writers, key, policy, (prog["source"], prog["line"]))
             display.say(f"resuming {first}: source {prog['source'] + 1}, line {prog['line']}, "
                         f"{primary.n_tokens:,} tokens written")
             return writers, (prog["source"], prog["line"])
-    except (OSError, KeyError, ValueError, TypeError) as e:
-        display.say(f"cannot resume from {first} ({type(e).__name__}: {e}); starting over")
+    except Exception as e:  # noqa: BLE001 - h5py reports a damaged file in many types (RuntimeError …)
+        display.say(f"cannot resume from {first}: it is damaged ({type(e).__name__}: {str(e)[:200]}); "
+                    "starting over from scratch")
         prog = {}
     for w in writers.values():
         w.close()
@@ -586,8 +617,9 @@ def _flush_all(writers: dict[str, TokenWriter], key: str, policy: ErrorPolicy, p
 
 def _pipeline(writers: dict[str, TokenWriter], policy: ErrorPolicy, start: tuple[int, int], key: str,
               sources: list[Source], params: PreparePretrainParams, tok: Any, display: _Display,
-              metrics: Any) -> dict[str, Any]:
-    """Read, tokenize and write until the sources (or max_tokens) are exhausted."""
+              metrics: Any, check_space: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Read, tokenize and write until the sources (or max_tokens) are exhausted; ``check_space``
+    sees the tokens and text bytes of the first batch."""
     from concurrent.futures import ThreadPoolExecutor
 
     from llmctl.core.data.records import TooManyErrors
@@ -646,6 +678,11 @@ def _pipeline(writers: dict[str, TokenWriter], policy: ErrorPolicy, start: tuple
             raise
         for _ in range(len(batch.docs) - counted):
             policy.ok()
+        nonlocal check_space
+        if check_space is not None and batch.docs:
+            check_space(sum(len(ids) + 1 for ids in ids_list),
+                        sum(len(d.encode("utf-8", "surrogatepass")) for d in batch.docs))
+            check_space = None
         keep = len(ids_list)
         if params.max_tokens:
             room = params.max_tokens - total_tokens()

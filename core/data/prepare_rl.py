@@ -140,18 +140,35 @@ def build(params: PrepareRLParams, policy: ErrorPolicy) -> dict[str, Any]:
 _LINE_BREAKS = (("\x85", "\\u0085"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 
 
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+def jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
     """One compact JSON object per line (UTF-8, non-ASCII kept except characters that some
     readers treat as line breaks — U+0085, U+2028, U+2029 — which are escaped)."""
     import json
 
-    with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            line = json.dumps(r, ensure_ascii=False)
-            for ch, esc in _LINE_BREAKS:
-                if ch in line:
-                    line = line.replace(ch, esc)
-            f.write(line + "\n")
+    out = []
+    for r in rows:
+        line = json.dumps(r, ensure_ascii=False)
+        for ch, esc in _LINE_BREAKS:
+            if ch in line:
+                line = line.replace(ch, esc)
+        out.append(line + "\n")
+    return "".join(out).encode("utf-8")
+
+
+def write_jsonl(writer: Any, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` (:func:`jsonl_bytes`) to an ArtifactWriter's empty temporary file, created
+    exclusively, after checking the disk holds them (a full disk names the path and the size)."""
+    from llmctl.core.artifacts import disk_full_error, is_disk_full
+
+    data = jsonl_bytes(rows)
+    writer.reserve(len(data))
+    try:
+        with open(writer.tmp, "xb") as f:
+            f.write(data)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(writer.path, writer.tmp, len(data)) from None
+        raise
 
 
 def run(ws: Any, params: PrepareRLParams, run_dir: Path | None = None) -> dict[str, Any]:
@@ -172,7 +189,7 @@ def run(ws: Any, params: PrepareRLParams, run_dir: Path | None = None) -> dict[s
         writers = {k: stack.enter_context(ArtifactWriter(p, stage="prepare-rl", params=pdict)) for k, p in outs.items()}
         built = build(params, policy)
         for k, w in writers.items():
-            write_jsonl(w.tmp, built[k])
+            write_jsonl(w, built[k])
         summary: dict[str, Any] = {}
         group: list[Any] = []
         details: list[dict[str, Any]] = []

@@ -325,6 +325,7 @@ def run(ws: Any, params: PrepareSFTParams, run_dir: Path | None = None) -> dict[
             "skipped": policy.n_skipped,
             **{f"examples_{k}": v["packed"] for k, v in built["per_source"].items()},
         }
+        w.reserve(sum(getattr(a, "nbytes", 0) for a in vars(p).values()))
         write_h5(w.tmp, built, counts=counts, params=pdict, tokenizer=tok.describe(), inputs=inputs)
         w.commit(counts=counts, tokenizer=tok.describe(), per_source=built["per_source"],
                  dropped=built["dropped"], errors=policy.report())

@@ -8,6 +8,7 @@ still fails once the skipped share passes a threshold.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,3 +117,32 @@ def require_str(rec: Any, key: str, source: str, line: int, *, allow_empty: bool
     if not allow_empty and not v.strip():
         raise InputError(source, line, "empty", key)
     return v
+
+
+def bad_utf8_field(obj: Any, key: str | None = None) -> str | None:
+    """The first field (``a.b``) whose text holds a byte that is not UTF-8 (read as a surrogate)."""
+    if isinstance(obj, str):
+        return key if any("\udc80" <= c <= "\udcff" for c in obj) else None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        if isinstance(k, str) and bad_utf8_field(k) is not None:
+            return f"{key}.{k}" if key else k
+        sub = bad_utf8_field(v, f"{key}.{k}" if key else str(k))
+        if sub is not None:
+            return sub
+    return None
+
+
+def decode_utf8(raw: bytes, source: str, line: int | None) -> str:
+    """``raw`` as UTF-8 text, or an InputError naming the line, the field that holds the bad byte
+    (when the text is JSON) and the byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        reason = f"invalid UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+        where = line if line is not None else raw.count(b"\n", 0, e.start) + 1
+        try:
+            fld = bad_utf8_field(json.loads(raw.decode("utf-8", "surrogateescape")))
+        except ValueError:
+            fld = None
+        raise InputError(source, where, reason, fld) from None

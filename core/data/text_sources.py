@@ -31,11 +31,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from llmctl.core.data.records import InputError
+from llmctl.core.data.records import InputError, decode_utf8
 
 TXT_DOCS_CHOICES = ("file", "lines", "paragraphs")
 HASH_LIMIT = 64 << 20  # bytes hashed per source file
 READ_BLOCK = 1 << 20  # compressed bytes read per step
+FEED_BLOCK = 64 << 10  # compressed bytes handed to the decompressor per call
 ZSTD_MAX_WINDOW = 2**31  # the Pile was compressed with long windows
 KINDS = {".jsonl": "jsonl", ".txt": "txt"}
 COMPRESSIONS = {".zst": "zstd", ".zstd": "zstd", ".gz": "gzip", "": None}
@@ -245,7 +246,7 @@ def decoded_blocks(f: Any, compression: str | None, on_read: Callable[[int], Non
         if comp_done:
             ratio = out_done / comp_done
         else:
-            ratio = frame_out / max(1, base + len(data) - frame_start)
+            ratio = frame_out / max(1, base - frame_start)
         return max(0.0, span * ratio - frame_out)
 
     def read() -> bytes:
@@ -258,13 +259,14 @@ def decoded_blocks(f: Any, compression: str | None, on_read: Callable[[int], Non
 
     while True:
         if not data:
-            base = total
             data = read()
             if not data:
                 break
+        piece, data = data[:FEED_BLOCK], data[FEED_BLOCK:]  # small pieces: an error loses at most one's output
         try:
-            out = obj.decompress(data)
+            out = obj.decompress(piece)
         except errors as e:
+            data = piece + data
             reason = f"corrupt {compression} stream ({e})"
             # search for the next frame header after this frame's start
             at = max(frame_start + 1, base) - base
@@ -290,14 +292,14 @@ def decoded_blocks(f: Any, compression: str | None, on_read: Callable[[int], Non
             out_total += len(out)
             yield out
         if obj.eof:  # a frame/member ended: the rest belongs to the next one
-            rest = obj.unused_data
-            base += len(data) - len(rest)
+            rest = obj.unused_data + data
+            base += len(piece) - len(obj.unused_data)
             comp_done += base - frame_start
             out_done += frame_out
             data, frame_start, frame_out = rest, base, 0
             obj, fed = new_obj(), False
         else:
-            data = b""
+            base += len(piece)
     if fed:
         yield Gap(frame_start, total, f"truncated {compression} stream (it ends inside a frame)", False,
                   out_total, None)
@@ -313,8 +315,10 @@ def gap_error(gap: Gap, name: str, lineno: int) -> InputError:
         per_byte = lineno / gap.out_before if gap.out_before and lineno else 0.0
         n = max(1, round(gap.lost_out * per_byte))
         where = "up to the next frame" if gap.resumed else "to the end of the file"
-        what = f"skipped {gap.lost_bytes} compressed bytes {where} (about {n} records lost)"
-    err = InputError(name, lineno, f"{gap.reason} after line {lineno}, the last good line; {what}")
+        many = f"about {n} records" if per_byte else "records: how many is unknown, counted as 1"
+        what = f"skipped {gap.lost_bytes} compressed bytes {where} ({many})"
+    at = f"after line {lineno}, the last good line" if lineno else "before any good line"
+    err = InputError(name, lineno, f"{gap.reason} {at}; {what}")
     err.lost = n  # type: ignore[attr-defined]
     return err
 
@@ -358,9 +362,9 @@ def _json_doc(raw: bytes, name: str, lineno: int, loads: Callable[[bytes], Any])
         rec = loads(raw)
     except ValueError as e:
         try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as ue:
-            return InputError(name, lineno, _utf8_error(ue))
+            decode_utf8(raw, name, lineno)
+        except InputError as ue:  # names the field holding the bad byte
+            return ue
         return InputError(name, lineno, f"not JSON ({e})")
     if not isinstance(rec, dict):
         return InputError(name, lineno, f"expected a JSON object, got {type(rec).__name__}")

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError, decode_utf8
 
 SOURCE_KINDS = ("bootcamp", "rl-prompts")
 SPLITS = ("train", "test")
@@ -221,6 +221,7 @@ def convert_file(src: Path, dst: Path, *, split: str, source_file: str, kind: st
                             if not raw.strip():
                                 continue  # a whitespace-only line
                             line = linenos[rec_no] if linenos is not None else rec_no + 1
+                            decode_utf8(raw, source_file, line)  # bytes that are not UTF-8: name the field
                             raise InputError(source_file, line, f"not valid JSON ({e})") from None
                         ds = make_row(rec, source_file, rec_no, cols)
                     except InputError as e:
@@ -238,6 +239,9 @@ def convert_file(src: Path, dst: Path, *, split: str, source_file: str, kind: st
                         cols = _Columns()
                 if len(cols) or rows == 0:
                     flush()
+            if not starts:  # an empty file is refused like a bad record (counted under --on-error skip)
+                bad += 1
+                policy.bad(InputError(source_file, None, "empty file (no records)"))
         finally:
             if mm is not None:
                 mm.close()
@@ -405,6 +409,9 @@ def convert_tree(jobs: list[FileJob], files_dir: Path, merged_dir: Path, *, kind
                                           shuffle=shuffle, tag=split)
         del batches
     policy.finish()
+    if not any(info["rows"] for info in per_file.values()):
+        raise InputError(", ".join(j.source_file for j in jobs[:3]) + (" …" if len(jobs) > 3 else ""), None,
+                         "no rows to convert: refusing to replace the previous conversion with an empty one")
     per_file = {j.rel_out: per_file[j.rel_out] for j in jobs}  # report in plan order
     sources: dict[str, int] = {}
     for info in per_file.values():
@@ -457,10 +464,12 @@ def run(ws: Any, params: VerlConvertParams, run_dir: Path | None = None) -> dict
     else:
         jobs, ignored = plan_rl_prompts(ws), []
     opts = {"kind": kind, "seed": params.seed, "shuffle": params.shuffle, "policy": policy}
+    expect = sum(j.src.stat().st_size for j in jobs)  # per-file + merged parquet: about the JSON's size
 
     if out is not None:
         with ArtifactWriter(out, stage="verl-convert", params=pdict, inputs=_inputs(jobs)) as wf, \
                 ArtifactWriter(merged_out, stage="verl-convert", params=pdict, inputs=_inputs(jobs)) as wm:
+            wf.reserve(expect)
             report = convert_tree(jobs, wf.tmp, wm.tmp, **opts)
             counts = {k: report[k] for k in ("files", "rows", "skipped", "defaulted_split_files")}
             commit_together([wf, wm], [
@@ -474,6 +483,7 @@ def run(ws: Any, params: VerlConvertParams, run_dir: Path | None = None) -> dict
         name = KIND_DIR[kind]
         prev = read_manifest(target) or {}
         with ArtifactWriter(target, stage="verl-convert", params=pdict, inputs=_inputs(jobs)) as w:
+            w.reserve(expect)
             w.tmp.mkdir(parents=True)  # the writer removed any leftover: this run starts empty
             if target.is_dir():  # keep the other kinds' conversions
                 for child in sorted(target.iterdir()):
