@@ -244,7 +244,14 @@ def disk_usage(path: str | os.PathLike[str]) -> int:
 
 
 class DiskFull(OSError):
-    """A write ran out of disk: names the path and the space it needs."""
+    """A write ran out of disk (or would): names the path and the space it needs."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def free_bytes(path: str | os.PathLike[str]) -> tuple[Path, int]:
@@ -268,7 +275,7 @@ def check_free_space(path: str | os.PathLike[str], need_bytes: int, what: str) -
     """Refuse to start when the disk holding ``path`` has less than ``need_bytes`` free."""
     p, free = free_bytes(path)
     if free < need_bytes:
-        raise DiskFull(errno.ENOSPC, f"{what}: needs about {human_bytes(need_bytes)} free at {p}, "
+        raise DiskFull(f"{what}: needs about {human_bytes(need_bytes)} free at {p}, "
                                      f"only {human_bytes(free)} available")
 
 
@@ -287,7 +294,7 @@ def disk_full_error(path: Path, tmp: Path, expect_bytes: int | None) -> DiskFull
     """The one-line error for a write that filled the disk at ``path``."""
     where, free = free_bytes(path.parent)
     need = f"needs about {human_bytes(expect_bytes)}" if expect_bytes else "needs more space than that"
-    return DiskFull(errno.ENOSPC, f"no space left on device writing {path} ({need}; {human_bytes(free)} free "
+    return DiskFull(f"no space left on device writing {path} ({need}; {human_bytes(free)} free "
                                   f"at {where})" + ("" if tmp == path else f"; the partial {tmp.name} was removed"))
 
 
@@ -449,7 +456,7 @@ class ArtifactWriter:
         need = int(nbytes * 1.05) + (16 << 10)
         where, free = free_bytes(self.path.parent)
         if free < need:
-            raise DiskFull(errno.ENOSPC, f"{self.stage}: {self.path} needs about {human_bytes(need)}, "
+            raise DiskFull(f"{self.stage}: {self.path} needs about {human_bytes(need)}, "
                                          f"only {human_bytes(free)} free at {where}")
 
     def manifest(self, counts: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:

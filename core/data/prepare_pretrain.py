@@ -13,9 +13,11 @@ on the same side and the split does not depend on file order or batching.
 
 The file is written as ``<name>.tmp`` under the artifact's lock and renamed when complete (then the
 manifest appears). Each block write records the reader's position (source index, lines consumed)
-and the counts in the tmp file's ``progress`` attribute, so ``--resume`` continues exactly where the
-last block ended and produces the same tokens as an uninterrupted run; without ``--resume`` a
-leftover tmp file is discarded. SIGTERM (``llmctl jobs cancel``) writes the buffered block first.
+and the counts in the tmp file's ``progress`` attribute, with a digest of every file's tokens so far,
+so ``--resume`` continues exactly where the last block ended and produces the same tokens as an
+uninterrupted run. A tmp file that does not prove what it holds (unreadable, or its tokens do not
+match the digest) is restarted from scratch with a one-line notice; without ``--resume`` a leftover
+tmp file is discarded, and a full disk removes it. SIGTERM (``llmctl jobs cancel``) writes the buffered block first.
 
 File attributes: ``tokenizer``, ``sources``, ``parameters`` (JSON), ``n_tokens``, ``n_documents``,
 ``n_skipped``, ``split``, ``eot_id``, ``created``, ``format``; the dataset ``skipped`` lists the
@@ -26,7 +28,6 @@ train + dev tokens and stops after the document that reaches it (whole documents
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -132,6 +133,7 @@ class TokenWriter:
         self._parts: list[Any] = []
         self._pending_skipped: list[str] = []
         self.pending = 0
+        self.digest = hashlib.blake2b(digest_size=16)  # of the tokens written: what a resume proves
 
     def append(self, tokens: Any, n_documents: int) -> None:
         """Buffer an int32 array holding ``n_documents`` whole documents (EOTs included)."""
@@ -155,6 +157,7 @@ class TokenWriter:
             self.dset.resize((n + self.pending,))
             for part in self._parts:
                 self.dset[n:n + len(part)] = part
+                self.digest.update(part.tobytes())
                 n += len(part)
             self.n_tokens = n
             self._parts, self.pending = [], 0
@@ -166,6 +169,16 @@ class TokenWriter:
         if progress is not None:
             self.f.attrs["progress"] = json.dumps(progress)
         self.f.flush()
+
+    def verify(self, n_tokens: int, digest: str | None) -> None:
+        """Prove the first ``n_tokens`` tokens are the ones written (their digest, re-read block by
+        block); ValueError when they are not. The digest then continues from them."""
+        h = hashlib.blake2b(digest_size=16)
+        for i in range(0, n_tokens, DEFAULT_FLUSH_TOKENS):
+            h.update(self.dset[i:min(n_tokens, i + DEFAULT_FLUSH_TOKENS)].tobytes())
+        if digest is None or h.hexdigest() != digest:
+            raise ValueError(f"{self.path.name}: its first {n_tokens:,} tokens are not the ones written")
+        self.digest = h
 
     def truncate(self, n_tokens: int, n_documents: int, n_skipped: int | None = None) -> None:
         """Cut the file back to a recorded resume point."""
@@ -449,7 +462,7 @@ def space_checker(aws: dict[str, Any], sources: list[Any], params: PreparePretra
         first = next(iter(aws.values())).path
         where, free = free_bytes(first.parent)
         if est - written > free:
-            raise DiskFull(errno.ENOSPC, f"{STAGE}: {first} needs about {human_bytes(est)} "
+            raise DiskFull(f"{STAGE}: {first} needs about {human_bytes(est)} "
                            f"({human_bytes(est - written)} more), only {human_bytes(free)} free at {where} "
                            f"(estimated from {tokens:,} tokens for {text_bytes:,} bytes of text so far)")
     return check
@@ -477,7 +490,7 @@ def run(ws: Any, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]
             raise ArtifactBusy(f"{path.name} is being written by pid {holder.get('pid')} "
                                f"(stage {holder.get('stage')}, job {holder.get('job') or '-'}); wait for it or cancel that job")
     need = estimate_output_bytes(sources, params)
-    check_free_space(next(iter(paths.values())).parent, need, f"{STAGE}: the token file(s)")
+    check_free_space(next(iter(paths.values())).parent, need, f"{STAGE}: {' and '.join(map(str, paths.values()))}")
     infos = [source_info(s) for s in sources]
     inputs_fp = {s.name: input_fingerprint(s) for s in sources}
     pdict = params_dict(params)
@@ -578,6 +591,7 @@ def _try_resume(tmps: dict[str, Path], params: PreparePretrainParams, key: str, 
             for role in roles:
                 n_tok, n_doc = prog["counts"][role]
                 writers[role].truncate(n_tok, n_doc, prog["skipped"] if role == roles[0] else None)
+                writers[role].verify(n_tok, (prog.get("digests") or {}).get(role))
             primary = writers[roles[0]]
             policy.seen, policy.lost = prog["seen"], prog.get("lost", 0)
             policy.skipped = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in primary.skipped[:]]
@@ -611,7 +625,8 @@ def _flush_all(writers: dict[str, TokenWriter], key: str, policy: ErrorPolicy, p
     primary = writers[roles[0]]
     progress = {"key": key, "source": pos[0], "line": pos[1], "seen": policy.seen,
                 "skipped": len(policy.skipped), "lost": policy.lost,
-                "counts": {r: [w.total, w.n_documents] for r, w in writers.items()}}
+                "counts": {r: [w.total, w.n_documents] for r, w in writers.items()},
+                "digests": {r: w.digest.hexdigest() for r, w in writers.items()}}
     primary.flush(progress)
 
 
