@@ -67,7 +67,7 @@ def test_not_enough_space_refused_before_start(small_disk, shared_data):
     res = _cli("prepare", "pretrain", "--workspace", str(ws), *args)
     assert res.returncode == 1
     msg = res.stderr.strip().splitlines()[-1]
-    assert "needs about" in msg and "GB free" in msg and "available" in msg, msg
+    assert "needs about" in msg and "MB free at" in msg and "available" in msg and "pile_train.h5" in msg, msg
     assert not (ws / "data" / "pile_train.h5").exists()
     assert not list((ws / "data").glob("*.tmp"))
 

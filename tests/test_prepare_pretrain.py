@@ -205,7 +205,7 @@ def _bad_lines(c4: list[str]) -> dict[str, tuple[bytes, str]]:
         "not_json": (b'{"text": "an unterminated', "not JSON"),
         "missing_text": (b'{"meta": {"pile_set_name": "Pile-CC"}}', "field 'text': missing"),
         "text_not_string": (b'{"text": 42}', "field 'text': expected a string, got int"),
-        "invalid_utf8": (b'{"text": "caf\xe9 au lait"}', "invalid UTF-8"),
+        "invalid_utf8": (b'{"text": "caf\xe9 au lait"}', "field 'text': invalid UTF-8"),
         "empty_doc": (b'{"text": "  \\n "}', "field 'text': empty document"),
         "not_an_object": (b'["text"]', "expected a JSON object"),
     }

@@ -620,7 +620,7 @@ def _try_resume(tmps: dict[str, Path], params: PreparePretrainParams, key: str, 
 def _flush_all(writers: dict[str, TokenWriter], key: str, policy: ErrorPolicy, pos: tuple[int, int]) -> None:
     """Write every buffer; the primary (first) file's progress record goes last."""
     roles = list(writers)
-    for r in roles[1:]:
+    for r in roles:  # every block first: the digests in the progress record cover what was written
         writers[r].flush()
     primary = writers[roles[0]]
     progress = {"key": key, "source": pos[0], "line": pos[1], "seen": policy.seen,
