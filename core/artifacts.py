@@ -189,6 +189,8 @@ def input_change(fp: dict[str, Any]) -> tuple[str, str]:
     st = p.stat()
     if st.st_size != fp.get("size", st.st_size):
         return "changed", f"input {p.name} changed"
+    if st.st_mtime_ns == fp.get("mtime_ns"):  # untouched since it was read: no need to hash it
+        return "", ""
     recorded = fp.get("head_tail_sha256")
     if recorded is not None:
         try:
@@ -196,7 +198,7 @@ def input_change(fp: dict[str, Any]) -> tuple[str, str]:
         except OSError:
             return "absent", f"input {p.name} not readable here"
         return ("", "") if same else ("changed", f"input {p.name} changed")
-    if st.st_mtime_ns != fp.get("mtime_ns", st.st_mtime_ns):  # recorded before content hashes
+    if "mtime_ns" in fp:  # recorded before content hashes: a new mtime is all there is to go on
         return "changed", f"input {p.name} changed"
     return "", ""
 
