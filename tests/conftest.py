@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,17 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     root = tmp_path / "ws"
     monkeypatch.setenv("LLMCTL_WORKSPACE", str(root))
     return init_workspace(root)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 2 MB filesystem (tmpfs) to fill up; skipped, with the reason, where mounting is refused."""
+    mnt = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip() or res.returncode}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -100,20 +98,6 @@ def test_symlinked_temp_is_never_followed(case, shared_data, tmp_path):
         p = ws / rel
         assert not p.is_symlink() and not (ws / (rel + ".tmp")).exists()
         assert artifact_status(p).state == "ready"
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 2 MB filesystem (tmpfs); skipped, with the reason, where mounting is refused."""
-    mnt = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip() or res.returncode}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 @pytest.mark.parametrize("case", STAGES, ids=STAGE_IDS)

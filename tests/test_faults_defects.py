@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import uuid
 from pathlib import Path
 
 import h5py
@@ -263,19 +262,6 @@ def test_kill_inside_the_folder_swap_is_recovered_on_the_next_open(shared_data, 
 
 
 # ---- 19: the free-space check learns from the first batch ------------------------------------------------
-
-@pytest.fixture
-def small_disk(tmp_path):
-    mnt = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip() or res.returncode}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
 
 def test_free_space_estimate_from_tokens_actually_produced(shared_data, small_disk, tmp_path):
     """CJK text takes about 3 bytes of tokens per byte of text: the check after the first batch

@@ -12,8 +12,9 @@ unchanged file skips the JSON parse, as it does for hub ids; hub downloads use t
 Record positions: ``Record.line`` is the 1-based line of a ``.jsonl`` file (blank lines counted,
 as an editor shows them), the 1-based record number of a ``.json`` list or a parquet file, and the
 0-based dataset row for a hub dataset. A local JSON file that ``datasets`` cannot parse (a broken
-line) is read line by line instead, so the bad line is reported as an InputError and, under
-``--on-error skip``, only that line is lost.
+line, bytes that are not UTF-8) is read line by line as bytes instead, so the bad line is reported
+as an InputError naming its field and, under ``--on-error skip``, only that line is lost; a
+truncated or corrupt ``.gz`` names its last good line (see :func:`~llmctl.core.data.text_sources.gap_error`).
 """
 
 from __future__ import annotations
