@@ -87,7 +87,7 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def _lock_held(lp: Path) -> bool:
+def lock_held(lp: Path) -> bool:
     """Whether some process holds the flock on ``lp`` (a shared probe, released at once)."""
     try:
         fd = os.open(lp, os.O_RDONLY | os.O_NOFOLLOW)
@@ -107,7 +107,7 @@ def _lock_held(lp: Path) -> bool:
 def read_lock(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The live lock on an artifact (its holder's record), or None when no process holds it."""
     lp = lock_path(path)
-    if not _lock_held(lp):
+    if not lock_held(lp):
         return None
     for _ in range(20):  # the holder writes its record right after taking the lock
         try:
@@ -146,6 +146,16 @@ def try_lock(lp: Path, record: dict[str, Any]) -> int | None:
                 raise
             return fd
         os.close(fd)
+
+
+def remove_free_lock(lp: Path) -> bool:
+    """Remove a lock file that no process holds, without a race: take it, then give it back
+    (which unlinks it). False when a live process holds it."""
+    fd = try_lock(lp, {"pid": os.getpid(), "host": socket.gethostname(), "stage": "clean"})
+    if fd is None:
+        return False
+    release_lock(lp, fd)
+    return True
 
 
 def release_lock(lp: Path, fd: int) -> None:

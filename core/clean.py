@@ -2,23 +2,22 @@
 
 A checkpoint is written as ``step_N.tmp`` under ``step_N.lock`` (see
 :class:`llmctl.core.artifacts.ArtifactWriter`); a killed trainer leaves both, tens of MB each time.
-A leftover is *provably dead* when its lock names a process of this host that is gone, or when a
-temp has no lock at all (a writer takes the lock before it makes its temp and drops it after).
+A leftover is *provably dead* when no process holds its lock (a kernel lock, released when its
+holder dies), or when a temp has no lock at all (a writer takes the lock before it makes its temp
+and drops it after).
 The next run of a stage removes its own leftovers; ``llmctl clean`` lists every one and removes
 them with ``--yes``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmctl.core import atomic
-from llmctl.core.artifacts import LOCK_SUFFIX, disk_usage, pid_alive
+from llmctl.core.artifacts import LOCK_SUFFIX, disk_usage, lock_held, remove_free_lock
 from llmctl.core.workspace import Workspace
 
 _STEP_TMP = re.compile(r"^(step_\d+)" + re.escape(atomic.TMP_SUFFIX) + "$")
@@ -35,16 +34,8 @@ class Leftover:
 
 
 def lock_is_dead(lock: Path) -> bool:
-    """Whether ``lock`` was left by a process of this host that no longer runs.
-
-    An unreadable lock (one being written right now) or one from another host is not provably dead.
-    """
-    try:
-        info = json.loads(lock.read_text(encoding="utf-8"))
-        pid = int(info["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return info.get("host") == socket.gethostname() and not pid_alive(pid)
+    """Whether no live process holds ``lock`` (its kernel lock goes when its holder dies)."""
+    return lock.is_file() and not lock.is_symlink() and not lock_held(lock)
 
 
 def checkpoint_leftovers(stage_dir: str | Path) -> list[Leftover]:
@@ -98,6 +89,9 @@ def remove(items: list[Leftover]) -> int:
     for item in sorted(items, key=lambda x: x.path.suffix == LOCK_SUFFIX):
         if item.path.is_dir() and not item.path.is_symlink():
             shutil.rmtree(item.path, ignore_errors=True)
+        elif item.path.suffix == LOCK_SUFFIX:
+            if not remove_free_lock(item.path):  # taken again since it was listed
+                continue
         else:
             item.path.unlink(missing_ok=True)
         freed += item.size
