@@ -298,7 +298,7 @@ def is_disk_full(exc: BaseException | None) -> bool:
             return True
         if "No space left on device" in str(exc) or "errno = 28" in str(exc):
             return True
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return False
 
 

@@ -16,7 +16,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from test_faults import small_disk  # noqa: F401  (a real 3 MB tmpfs, skipped where mounting is refused)
 
 from llmctl.core import jobs, runs
 from llmctl.core.artifacts import ready_checkpoints
@@ -142,7 +141,7 @@ def test_a_crafted_state_pt_is_refused_in_one_line_and_never_run(ws, tmp_path):
         assert not marker.exists()
 
 
-def test_a_full_disk_while_saving_a_checkpoint_is_one_line(small_disk, tokenizer, shared_data):  # noqa: F811
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(small_disk, tokenizer, shared_data):
     """A workspace on a 3 MB filesystem: its data fits, the tiny model's checkpoint does not."""
     ws = small_disk / "ws"
     assert cli("init", "--workspace", str(ws)).returncode == 0
