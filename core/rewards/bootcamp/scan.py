@@ -1,0 +1,106 @@
+"""Linear-time text scans that find what upstream's regexes find, without backtracking.
+
+Each function names the pattern whose ``re.findall(...)[-1]`` it reproduces (non-overlapping
+matches taken left to right, so the *last* match is found by scanning from the start). All of
+them run in time linear in the text (``str.find`` jumps), so a megabyte costs milliseconds.
+"""
+
+from __future__ import annotations
+
+
+def last_between(text: str, open_: str, close: str, *, one_line: bool = False) -> str | None:
+    """``re.findall(open_ + '(.*?)' + close, text, DOTALL)[-1]`` (``one_line``: without DOTALL,
+    so a match may not span a newline), or None when nothing matches."""
+    last = None
+    pos = 0
+    while True:
+        s = text.find(open_, pos)
+        if s < 0:
+            return last
+        body = s + len(open_)
+        e = text.find(close, body)
+        if e < 0:
+            return last  # no close after here: no later open can match either
+        if one_line:
+            nl = text.find("\n", body, e)
+            if nl >= 0:
+                pos = nl + 1  # no open before this newline can reach a close without crossing it
+                continue
+        last = text[body:e]
+        pos = e + len(close)
+
+
+def last_fenced(text: str, tag: str) -> str | None:
+    """``re.findall(r'```TAG\\s*([\\s\\S]*?)\\s*```', text)[-1]`` (``tag`` e.g. ``json``)."""
+    opener = "```" + tag
+    last = None
+    pos = 0
+    n = len(text)
+    while True:
+        s = text.find(opener, pos)
+        if s < 0:
+            return last
+        g = s + len(opener)
+        while g < n and text[g].isspace():
+            g += 1
+        q = text.find("```", g)
+        if q < 0:
+            return last
+        last = text[g:q].rstrip()
+        pos = q + 3
+
+
+def last_double_bracket_digits(text: str) -> str | None:
+    """``re.findall(r'\\[\\[(\\d+)\\]\\]', text)[-1]`` (``\\d``: any Unicode decimal digit)."""
+    last = None
+    pos = 0
+    n = len(text)
+    while True:
+        s = text.find("[[", pos)
+        if s < 0:
+            return last
+        j = s + 2
+        while j < n and text[j].isdecimal():
+            j += 1
+        if j > s + 2 and text.startswith("]]", j):
+            last = text[s + 2:j]
+            pos = j + 2
+        else:
+            pos = s + 1
+
+
+def all_nested_brackets(text: str) -> list[str]:
+    """``re.findall(r'\\[\\s*\\[\\s*.*?\\s*\\]\\s*\\]', text, DOTALL)``: every ``[[ … ]]`` span
+    (whitespace allowed between the two brackets at each end), left to right."""
+    out = []
+    pos = 0
+    n = len(text)
+    while True:
+        s = text.find("[", pos)
+        if s < 0:
+            return out
+        b = s + 1
+        while b < n and text[b].isspace():
+            b += 1
+        if b >= n or text[b] != "[":
+            pos = s + 1
+            continue
+        end = _close_pair(text, b + 1)
+        if end < 0:
+            return out  # no "] ]" after here: no later start can match
+        out.append(text[s:end])
+        pos = end
+
+
+def _close_pair(text: str, start: int) -> int:
+    """End (exclusive) of the first ``]`` + whitespace + ``]`` at or after ``start``, or -1."""
+    n = len(text)
+    k = text.find("]", start)
+    while k >= 0:
+        j = k + 1
+        while j < n and text[j].isspace():
+            j += 1
+        if j < n and text[j] == "]":
+            return j + 1
+        k = text.find("]", k + 1)
+    return -1
