@@ -209,3 +209,30 @@ def test_verl_loader_resolves_pkg_and_file_paths():
         fn = iu.load_extern_object(module_path=reward_path(ref), object_name="compute_score")
         assert fn(data_source="openai/gsm8k", solution_str="<answer>18</answer>", ground_truth="18",
                   extra_info={"split": "test", "index": 0}) == 1.0
+
+
+# ---- the symbolic path under verl's worker threads ------------------------------------------
+
+def test_bombs_are_refused_before_big_integer_work_in_worker_threads():
+    import threading
+
+    from llmctl.core.rewards.math_equiv import equiv_stats
+
+    gold_sym, pred_sym = "\\left( 3, \\frac{\\pi}{2} \\right)", "\\boxed{(3, \\pi/2)}"
+    results: list[float] = []
+    before = equiv_stats()
+
+    def worker() -> None:
+        for bomb in ("\\boxed{(99999!)!}", "\\boxed{(10^{5})!}", "\\boxed{9^{9^{9^{9}}}}", "\\boxed{(99999!)!}"):
+            results.append(compute_score("HuggingFaceH4/MATH-500", bomb, "\\frac{1}{2}"))
+        results.append(compute_score("HuggingFaceH4/MATH-500", pred_sym, gold_sym))  # needs sympy
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(120)
+    after = equiv_stats()
+    assert results == [0.0, 0.0, 0.0, 0.0, 1.0]
+    assert after["bombs"] - before["bombs"] == 4  # refused unparsed …
+    assert after["calls"] - before["calls"] == 1  # … only the real answer reached sympy
+    assert after["abandoned_running"] == before["abandoned_running"]
+    assert compute_score("HuggingFaceH4/MATH-500", pred_sym, gold_sym) == 1.0  # and the main thread too
