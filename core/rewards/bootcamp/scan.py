@@ -7,6 +7,10 @@ them run in time linear in the text (``str.find`` jumps), so a megabyte costs mi
 
 from __future__ import annotations
 
+import re
+
+_BRACKET_RUN = re.compile(r"\[+")
+
 
 def last_between(text: str, open_: str, close: str, *, one_line: bool = False) -> str | None:
     """``re.findall(open_ + '(.*?)' + close, text, DOTALL)[-1]`` (``one_line``: without DOTALL,
@@ -65,6 +69,8 @@ def last_double_bracket_digits(text: str) -> str | None:
         if j > s + 2 and text.startswith("]]", j):
             last = text[s + 2:j]
             pos = j + 2
+        elif j < n and text[j] == "[":
+            pos = max(s + 1, _BRACKET_RUN.match(text, s).end() - 2)  # only a run's last "[[" can match
         else:
             pos = s + 1
 
