@@ -7,16 +7,16 @@ missing. The expected grid is ``identity["std_ans"]`` when present (upstream's o
 else the task's transformation of ``input_grid``.
 
 Upstream computes that transformation with re-arc's verifier for ``task_key`` (400 programs).
-The built-in knows only the task keys in :data:`TRANSFORMS`; a row of another task is not
+The built-in knows only the task keys in :data:`~llmctl.core.rewards.bootcamp.arc_tasks.TRANSFORMS`; a row of another task is not
 supported here (``supports`` says so, ``compute_score`` counts it, ``verl check`` fails on it).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
+from llmctl.core.rewards.bootcamp.arc_tasks import TRANSFORMS
 from llmctl.core.rewards.bootcamp.scan import all_nested_brackets
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
 
@@ -41,31 +41,6 @@ def extract(response: str) -> Grid | Any:
     if parsed is None:
         raise ValueError("no grid in the response")  # upstream fails turning None into a tuple
     return as_tuples(parsed)
-
-
-def _flip_rows(g: Grid) -> Grid:
-    return g[::-1]
-
-
-def _mirror_cols(g: Grid) -> Grid:
-    return tuple(row[::-1] for row in g)
-
-
-def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
-    return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
-
-
-def _tile_mirrored(g: Grid) -> Grid:
-    top = tuple(row + row[::-1] for row in g)
-    return top + top[::-1]
-
-
-TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
-    "6fa7a44f": lambda g: g + _flip_rows(g),  # the grid, then its upside-down copy
-    "68b16354": _flip_rows,
-    "3af2c5a8": _tile_mirrored,  # 2x2 tiling with mirror images
-    "0d3d703e": _recolor({3: 4, 4: 3, 1: 5, 5: 1, 2: 6, 6: 2, 8: 9, 9: 8}),
-}
 
 
 def expected(identity: dict) -> Grid:
