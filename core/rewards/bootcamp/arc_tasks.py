@@ -118,6 +118,152 @@ def t_6d75e8bb(g: Grid) -> Grid:
                     for i, r in enumerate(g)])
 
 
+def objects(g: Grid, bg: int, *, diagonal: bool = True, same_color: bool = False) -> list[list[tuple[int, int]]]:
+    """Connected groups of non-background cells (8-connected unless ``diagonal`` is False)."""
+    h, w = len(g), len(g[0])
+    seen: set[tuple[int, int]] = set()
+    steps = [(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0) and (diagonal or 0 in (a, b))]
+    out = []
+    for i in range(h):
+        for j in range(w):
+            if g[i][j] == bg or (i, j) in seen:
+                continue
+            stack, cells = [(i, j)], []
+            seen.add((i, j))
+            while stack:
+                a, b = stack.pop()
+                cells.append((a, b))
+                for da, db in steps:
+                    x, y = a + da, b + db
+                    if 0 <= x < h and 0 <= y < w and (x, y) not in seen and g[x][y] != bg \
+                            and (not same_color or g[x][y] == g[a][b]):
+                        seen.add((x, y))
+                        stack.append((x, y))
+            out.append(sorted(cells))
+    return out
+
+
+def crop(g: Grid, cells: list[tuple[int, int]]) -> Grid:
+    """The bounding box of ``cells``."""
+    r0, r1 = min(i for i, _ in cells), max(i for i, _ in cells)
+    c0, c1 = min(j for _, j in cells), max(j for _, j in cells)
+    return tuple(row[c0:c1 + 1] for row in g[r0:r1 + 1])
+
+
+def rotate_cw(g: Grid) -> Grid:
+    """A quarter turn clockwise."""
+    return tuple(zip(*g[::-1], strict=True))
+
+
+def rotate_ccw(g: Grid) -> Grid:
+    """A quarter turn counter-clockwise."""
+    return tuple(zip(*g, strict=True))[::-1]
+
+
+def t_ae4f1146(g: Grid) -> Grid:
+    """The block holding the most 1s."""
+    bg = most(g)
+    return max((crop(g, cells) for cells in objects(g, bg)), key=lambda b: sum(r.count(1) for r in b))
+
+
+def t_ce22a75a(g: Grid) -> Grid:
+    """Every mark grows into a 3x3 square of 1s."""
+    bg = most(g)
+    h, w = len(g), len(g[0])
+    return as_grid([[1 if any(g[a][b] != bg for a in range(max(0, i - 1), min(h, i + 2))
+                              for b in range(max(0, j - 1), min(w, j + 2))) else bg
+                     for j in range(w)] for i in range(h)])
+
+
+def t_a740d043(g: Grid) -> Grid:
+    """The shape cut out, its background turned 0."""
+    bg = most(g)
+    cells = [(i, j) for i, r in enumerate(g) for j, v in enumerate(r) if v != bg]
+    return tuple(tuple(0 if v == bg else v for v in row) for row in crop(g, cells))
+
+
+def t_91413438(g: Grid) -> Grid:
+    """As many copies of the pattern as it has colored cells, row by row, in a square of
+    (empty cells) x (empty cells) tiles."""
+    h, w = len(g), len(g[0])
+    n = sum(1 for r in g for v in r if v != 0)
+    k = h * w - n
+    out = [[0] * (w * k) for _ in range(h * k)]
+    for t in range(n):
+        ti, tj = divmod(t, k)
+        for i in range(h):
+            for j in range(w):
+                out[ti * h + i][tj * w + j] = g[i][j]
+    return as_grid(out)
+
+
+def t_c9f8e694(g: Grid) -> Grid:
+    """Cells of the shape color take the color of the marker at the edge of their row (or column)."""
+    bg = 0
+    shape = next(c for c, _ in colors(g).most_common() if c != bg)
+    edge_cols = [r[0] for r in g] + [r[-1] for r in g]
+    edge_rows = list(g[0]) + list(g[-1])
+    by_rows = sum(v not in (bg, shape) for v in edge_cols) >= sum(v not in (bg, shape) for v in edge_rows)
+    grid = g if by_rows else rotate_cw(g)
+    out = []
+    for row in grid:
+        marker = next((v for v in (row[0], row[-1]) if v not in (bg, shape)), None)
+        out.append(tuple(marker if v == shape and marker is not None else v for v in row))
+    return as_grid(out) if by_rows else rotate_ccw(as_grid(out))
+
+
+def _edge_counts(g: Grid, bg: int) -> list[int]:
+    return [sum(v != bg for v in g[-1]), sum(r[-1] != bg for r in g), sum(v != bg for v in g[0]),
+            sum(r[0] != bg for r in g)]
+
+
+def t_d9f24cd1(g: Grid) -> Grid:
+    """Rays rise from the marks on one edge; one that meets an obstacle steps aside one cell first."""
+    bg = most(g)
+    counts = _edge_counts(g, bg)
+    turns = counts.index(max(counts))  # bottom, right, top, left: clockwise quarter turns to canonical
+    c = g
+    for _ in range(turns):
+        c = rotate_cw(c)
+    h, w = len(c), len(c[0])
+    out = [list(r) for r in c]
+    for j0 in range(w):
+        color = c[h - 1][j0]
+        if color == bg:
+            continue
+        j = j0
+        for i in range(h - 1, -1, -1):
+            if i < h - 1 and c[i][j] != bg:
+                j += 1  # blocked: step aside on the row below, then go on up
+                if j >= w:
+                    break
+                out[i + 1][j] = color
+            out[i][j] = color if c[i][j] == bg or i == h - 1 else out[i][j]
+    res = as_grid(out)
+    for _ in range(turns):
+        res = rotate_ccw(res)
+    return res
+
+
+def t_0a938d79(g: Grid) -> Grid:
+    """Lines across the short side through the two marks, repeated along the long side."""
+    tall = len(g) > len(g[0])
+    c = g if not tall else rotate_ccw(g)
+    bg = most(c)
+    marks = sorted((j, c[i][j]) for i, r in enumerate(c) for j, v in enumerate(r) if v != bg)
+    (j1, a), (j2, b) = marks[0], marks[1]
+    step = j2 - j1
+    out = [list(r) for r in c]
+    col, k = j1, 0
+    while col < len(c[0]):
+        for i in range(len(c)):
+            out[i][col] = (a, b)[k % 2]
+        col += step
+        k += 1
+    res = as_grid(out)
+    return res if not tall else rotate_cw(res)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -137,4 +283,11 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "75b8110e": t_75b8110e,
     "623ea044": t_623ea044,
     "6d75e8bb": t_6d75e8bb,
+    "ae4f1146": t_ae4f1146,
+    "ce22a75a": t_ce22a75a,
+    "a740d043": t_a740d043,
+    "91413438": t_91413438,
+    "c9f8e694": t_c9f8e694,
+    "d9f24cd1": t_d9f24cd1,
+    "0a938d79": t_0a938d79,
 }
