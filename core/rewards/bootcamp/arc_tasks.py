@@ -264,6 +264,73 @@ def t_0a938d79(g: Grid) -> Grid:
     return res if not tall else rotate_cw(res)
 
 
+def turned(g: Grid, turns: int) -> Grid:
+    """``turns`` clockwise quarter turns (negative: counter-clockwise)."""
+    for _ in range(turns % 4):
+        g = rotate_cw(g)
+    return g
+
+
+def edge_turns(g: Grid, bg: int) -> int:
+    """Clockwise quarter turns that bring the edge with the most non-background cells to the bottom."""
+    counts = _edge_counts(g, bg)
+    return counts.index(max(counts))
+
+
+def t_ce9e57f2(g: Grid) -> Grid:
+    """The half of each bar nearest the edge it grows from turns 8."""
+    bg = most(g)
+    k = edge_turns(g, bg)
+    c = [list(r) for r in turned(g, k)]
+    h = len(c)
+    for j in range(len(c[0])):
+        n = 0
+        while n < h and c[h - 1 - n][j] != bg:
+            n += 1
+        for i in range(n // 2):
+            c[h - 1 - i][j] = 8
+    return turned(as_grid(c), -k)
+
+
+def t_db3e9e38(g: Grid) -> Grid:
+    """A staircase around the bar: bands as thick as the bar, one shorter per step, 8 and the bar's
+    color alternating."""
+    bg = most(g)
+    k = (edge_turns(g, bg) + 1) % 4  # the bar's edge to the left
+    c = turned(g, k)
+    color = next(v for r in c for v in r if v != bg)
+    rows = [i for i, r in enumerate(c) if r[0] == color]
+    top, bottom = min(rows), max(rows)
+    thick = bottom - top + 1
+    length = sum(1 for v in c[top] if v == color)
+    out = [list(r) for r in c]
+    for i in range(len(c)):
+        if top <= i <= bottom:
+            continue
+        step = (top - i - 1) // thick + 1 if i < top else (i - bottom - 1) // thick + 1
+        n = length - step
+        for j in range(max(n, 0)):
+            out[i][j] = 8 if step % 2 else color
+    return turned(as_grid(out), -k)
+
+
+def t_b8825c91(g: Grid) -> Grid:
+    """Cells painted 4 are restored from the pattern's mirror images."""
+    h, w = len(g), len(g[0])
+    cells = [(i, j) for i in range(h) for j in range(w)]
+
+    def holds(f: Callable[[int, int], tuple[int, int]]) -> bool:
+        return all(g[i][j] == g[a][b] for i, j in cells for a, b in [f(i, j)] if 4 not in (g[i][j], g[a][b]))
+
+    mirrors = [f for f in (lambda i, j: (i, w - 1 - j), lambda i, j: (h - 1 - i, j),
+                           lambda i, j: (h - 1 - i, w - 1 - j)) if holds(f)]
+    out = [list(r) for r in g]
+    for i, j in cells:
+        if g[i][j] == 4:
+            out[i][j] = next((g[a][b] for f in mirrors for a, b in [f(i, j)] if g[a][b] != 4), 4)
+    return as_grid(out)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -290,4 +357,7 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "c9f8e694": t_c9f8e694,
     "d9f24cd1": t_d9f24cd1,
     "0a938d79": t_0a938d79,
+    "ce9e57f2": t_ce9e57f2,
+    "db3e9e38": t_db3e9e38,
+    "b8825c91": t_b8825c91,
 }
