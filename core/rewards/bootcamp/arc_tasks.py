@@ -331,6 +331,40 @@ def t_b8825c91(g: Grid) -> Grid:
     return as_grid(out)
 
 
+def t_a1570a43(g: Grid) -> Grid:
+    """The shape moves inside the frame its four corner marks draw."""
+    bg = most(g)
+    counts = colors(g)
+    marks = next(c for c, n in counts.items() if n == 4 and c != bg and _corners(g, c))
+    rows, cols = _corners(g, marks)
+    shape = [(i, j) for i, r in enumerate(g) for j, v in enumerate(r) if v not in (bg, marks)]
+    di = rows[0] + 1 - min(i for i, _ in shape)
+    dj = cols[0] + 1 - min(j for _, j in shape)
+    out = [[v if v == marks else bg for v in r] for r in g]
+    for i, j in shape:
+        out[i + di][j + dj] = g[i][j]
+    return as_grid(out)
+
+
+def _corners(g: Grid, color: int) -> tuple[list[int], list[int]] | None:
+    cells = [(i, j) for i, r in enumerate(g) for j, v in enumerate(r) if v == color]
+    rows, cols = sorted({i for i, _ in cells}), sorted({j for _, j in cells})
+    return (rows, cols) if len(rows) == 2 and len(cols) == 2 and len(cells) == 4 else None
+
+
+def t_834ec97d(g: Grid) -> Grid:
+    """The mark drops one row; above it, every other column (its own parity) turns 4."""
+    bg = most(g)
+    (i0, j0), = [(i, j) for i, r in enumerate(g) for j, v in enumerate(r) if v != bg]
+    out = [list(r) for r in g]
+    for i in range(i0 + 1):
+        for j in range(j0 % 2, len(g[0]), 2):
+            out[i][j] = 4
+    if i0 + 1 < len(g):
+        out[i0 + 1][j0] = g[i0][j0]
+    return as_grid(out)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -360,4 +394,6 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "ce9e57f2": t_ce9e57f2,
     "db3e9e38": t_db3e9e38,
     "b8825c91": t_b8825c91,
+    "a1570a43": t_a1570a43,
+    "834ec97d": t_834ec97d,
 }
