@@ -365,6 +365,61 @@ def t_834ec97d(g: Grid) -> Grid:
     return as_grid(out)
 
 
+def t_6e82a1ae(g: Grid) -> Grid:
+    """Shapes recolored by size: 4 cells -> 1, 3 -> 2, 2 -> 3."""
+    bg = most(g)
+    out = [list(r) for r in g]
+    for cells in objects(g, bg, diagonal=False):
+        color = {4: 1, 3: 2, 2: 3}.get(len(cells))
+        for i, j in cells:
+            out[i][j] = color if color is not None else g[i][j]
+    return as_grid(out)
+
+
+def t_88a10436(g: Grid) -> Grid:
+    """The shape is stamped centered on every single-cell mark."""
+    bg = most(g)
+    objs = objects(g, bg, diagonal=True)
+    shape = max(objs, key=len)
+    r0, c0 = min(i for i, _ in shape), min(j for _, j in shape)
+    h = max(i for i, _ in shape) - r0 + 1
+    w = max(j for _, j in shape) - c0 + 1
+    out = [list(r) for r in g]
+    for cells in objs:
+        if len(cells) != 1:
+            continue
+        (mi, mj), = cells
+        out[mi][mj] = bg
+        for i, j in shape:
+            a, b = mi - h // 2 + i - r0, mj - w // 2 + j - c0
+            if 0 <= a < len(g) and 0 <= b < len(g[0]):
+                out[a][b] = g[i][j]
+    return as_grid(out)
+
+
+def _period(seq: list) -> int:
+    return next(p for p in range(1, len(seq) + 1) if all(seq[k] == seq[k % p] for k in range(len(seq))))
+
+
+def t_caa06a1f(g: Grid) -> Grid:
+    """The periodic pattern fills the grid, moved one step along its rows."""
+    edges = [g[0], g[-1], tuple(r[0] for r in g), tuple(r[-1] for r in g)]
+    bg = next((e[0] for e in edges if len(set(e)) == 1), most(g))  # the filler covers a whole edge
+    cells = [(i, j) for i, r in enumerate(g) for j, v in enumerate(r) if v != bg]
+    top = min(i for i, _ in cells) == 0
+    left = min(j for _, j in cells) == 0
+    k = {(True, True): 0, (False, True): 1, (False, False): 2, (True, False): 3}[(top, left)]
+    c = turned(g, k)
+    cells = [(i, j) for i, r in enumerate(c) for j, v in enumerate(r) if v != bg]
+    h = max(i for i, _ in cells) + 1
+    w = max(j for _, j in cells) + 1
+    tile = [row[:w] for row in c[:h]]
+    ph = _period(tile)
+    pw = _period([tuple(r[j] for r in tile) for j in range(w)])
+    out = [[tile[i % ph][(j + 1) % pw] for j in range(len(c[0]))] for i in range(len(c))]
+    return turned(as_grid(out), -k)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -396,4 +451,7 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "b8825c91": t_b8825c91,
     "a1570a43": t_a1570a43,
     "834ec97d": t_834ec97d,
+    "6e82a1ae": t_6e82a1ae,
+    "88a10436": t_88a10436,
+    "caa06a1f": t_caa06a1f,
 }
