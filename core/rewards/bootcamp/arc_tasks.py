@@ -420,6 +420,26 @@ def t_caa06a1f(g: Grid) -> Grid:
     return turned(as_grid(out), -k)
 
 
+def t_ddf7fa4f(g: Grid) -> Grid:
+    """Each block takes the color of the edge mark in line with it."""
+    bg = most(g)
+    objs = objects(g, bg, diagonal=False)
+    h, w = len(g), len(g[0])
+    marks = [cells[0] for cells in objs if len(cells) == 1 and (cells[0][0] in (0, h - 1) or cells[0][1] in (0, w - 1))]
+    out = [list(r) for r in g]
+    for cells in objs:
+        if len(cells) == 1 and cells[0] in marks:
+            continue
+        rows = {i for i, _ in cells}
+        cols = {j for _, j in cells}
+        hit = [(i, j) for i, j in marks if (j in (0, w - 1) and i in rows) or (i in (0, h - 1) and j in cols)]
+        if hit:
+            color = g[hit[0][0]][hit[0][1]]
+            for i, j in cells:
+                out[i][j] = color
+    return as_grid(out)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -454,4 +474,5 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "6e82a1ae": t_6e82a1ae,
     "88a10436": t_88a10436,
     "caa06a1f": t_caa06a1f,
+    "ddf7fa4f": t_ddf7fa4f,
 }
