@@ -440,6 +440,34 @@ def t_ddf7fa4f(g: Grid) -> Grid:
     return as_grid(out)
 
 
+def t_1f0c79e5(g: Grid) -> Grid:
+    """Each 2x2 block slides diagonally to the edge toward every corner that holds a 2, in its color."""
+    bg = most(g)
+    h, w = len(g), len(g[0])
+    out = [list(r) for r in g]
+    for i in range(h - 1):
+        for j in range(w - 1):
+            block = [(i, j), (i, j + 1), (i + 1, j), (i + 1, j + 1)]
+            if any(g[a][b] == bg for a, b in block) or (i and g[i - 1][j] != bg and g[i - 1][j + 1] != bg) \
+                    or (j and g[i][j - 1] != bg and g[i + 1][j - 1] != bg):
+                continue
+            others = [g[a][b] for a, b in block if g[a][b] != 2]
+            color = others[0] if others else 2
+            for (a, b), (di, dj) in zip(block, ((-1, -1), (-1, 1), (1, -1), (1, 1)), strict=True):
+                if g[a][b] != 2:
+                    continue
+                k = 0
+                while True:
+                    cells = [(x + k * di, y + k * dj) for x, y in block]
+                    inside = [(x, y) for x, y in cells if 0 <= x < h and 0 <= y < w]
+                    if not inside:
+                        break
+                    for x, y in inside:
+                        out[x][y] = color
+                    k += 1
+    return as_grid(out)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -475,4 +503,5 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "88a10436": t_88a10436,
     "caa06a1f": t_caa06a1f,
     "ddf7fa4f": t_ddf7fa4f,
+    "1f0c79e5": t_1f0c79e5,
 }
