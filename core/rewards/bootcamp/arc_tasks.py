@@ -468,6 +468,38 @@ def t_1f0c79e5(g: Grid) -> Grid:
     return as_grid(out)
 
 
+def _shape(cells: list[tuple[int, int]]) -> frozenset[tuple[int, int]]:
+    r0, c0 = min(i for i, _ in cells), min(j for _, j in cells)
+    return frozenset((i - r0, j - c0) for i, j in cells)
+
+
+def t_228f6490(g: Grid) -> Grid:
+    """Shapes that exactly fit an enclosed hole move into it."""
+    bg = most(g)
+    h, w = len(g), len(g[0])
+    inverse = as_grid([[1 if v == bg else 0 for v in r] for r in g])
+    holes = [c for c in objects(inverse, 0, diagonal=False)
+             if all(0 < i < h - 1 and 0 < j < w - 1 for i, j in c)]
+    out = [list(r) for r in g]
+    if not holes:
+        return g
+    frame = Counter(g[i + di][j + dj] for c in holes for i, j in c for di, dj in ((0, 1), (1, 0), (0, -1), (-1, 0))
+                    if g[i + di][j + dj] != bg).most_common(1)[0][0]
+    pieces = [c for c in objects(g, bg, diagonal=False, same_color=True) if g[c[0][0]][c[0][1]] != frame]
+    for hole in holes:
+        want = _shape(hole)
+        match = next((p for p in pieces if _shape(p) == want), None)
+        if match is None:
+            continue
+        pieces.remove(match)
+        color = g[match[0][0]][match[0][1]]
+        for i, j in match:
+            out[i][j] = bg
+        for i, j in hole:
+            out[i][j] = color
+    return as_grid(out)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -504,4 +536,5 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "caa06a1f": t_caa06a1f,
     "ddf7fa4f": t_ddf7fa4f,
     "1f0c79e5": t_1f0c79e5,
+    "228f6490": t_228f6490,
 }
