@@ -500,6 +500,30 @@ def t_228f6490(g: Grid) -> Grid:
     return as_grid(out)
 
 
+def t_22233c11(g: Grid) -> Grid:
+    """Two squares touching at a corner get two 8-squares across the other diagonal, three
+    half-sizes away from their center."""
+    bg = most(g)
+    h, w = len(g), len(g[0])
+    out = [list(r) for r in g]
+    for cells in objects(g, bg, diagonal=True, same_color=True):
+        r0, c0 = min(i for i, _ in cells), min(j for _, j in cells)
+        size = max(i for i, _ in cells) - r0 + 1
+        if size % 2 or max(j for _, j in cells) - c0 + 1 != size or len(cells) * 2 != size * size:
+            continue
+        s = size // 2
+        main = (r0, c0) in cells  # squares on the main diagonal: 8s go on the other one
+        sign = -1 if main else 1
+        for k in (1, -1):
+            i0 = round(r0 + s - 0.5 + k * 1.5 * s - (s - 1) / 2)  # the 8-square's top-left corner
+            j0 = round(c0 + s - 0.5 + sign * k * 1.5 * s - (s - 1) / 2)
+            for i in range(i0, i0 + s):
+                for j in range(j0, j0 + s):
+                    if 0 <= i < h and 0 <= j < w:
+                        out[i][j] = 8
+    return as_grid(out)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -537,4 +561,5 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "ddf7fa4f": t_ddf7fa4f,
     "1f0c79e5": t_1f0c79e5,
     "228f6490": t_228f6490,
+    "22233c11": t_22233c11,
 }
