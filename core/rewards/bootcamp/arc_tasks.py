@@ -524,6 +524,30 @@ def t_22233c11(g: Grid) -> Grid:
     return as_grid(out)
 
 
+def t_db93a21d(g: Grid) -> Grid:
+    """Each square gets a 3-colored frame half its side wide and a 1-colored shadow down to the bottom."""
+    bg = most(g)
+    h, w = len(g), len(g[0])
+    squares = objects(g, bg, diagonal=False, same_color=True)
+    out = [list(r) for r in g]
+    boxes = []
+    for cells in squares:
+        r0, c0 = min(i for i, _ in cells), min(j for _, j in cells)
+        r1, c1 = max(i for i, _ in cells), max(j for _, j in cells)
+        boxes.append((r0, c0, r1, c1))
+        for i in range(r1 + 1, h):
+            for j in range(c0, c1 + 1):
+                if g[i][j] == bg:
+                    out[i][j] = 1
+    for r0, c0, r1, c1 in boxes:
+        m = (r1 - r0 + 1) // 2
+        for i in range(max(0, r0 - m), min(h, r1 + m + 1)):
+            for j in range(max(0, c0 - m), min(w, c1 + m + 1)):
+                if g[i][j] == bg:
+                    out[i][j] = 3
+    return as_grid(out)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -562,4 +586,5 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "1f0c79e5": t_1f0c79e5,
     "228f6490": t_228f6490,
     "22233c11": t_22233c11,
+    "db93a21d": t_db93a21d,
 }
