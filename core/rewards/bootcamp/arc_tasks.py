@@ -548,6 +548,34 @@ def t_db93a21d(g: Grid) -> Grid:
     return as_grid(out)
 
 
+def t_b527c5c6(g: Grid) -> Grid:
+    """The mark on a block's edge shoots a beam out of that edge to the border, flanked on each
+    side by the block's color as wide as the block is deep (less one)."""
+    bg = most(g)
+    h, w = len(g), len(g[0])
+    out = [list(r) for r in g]
+    for cells in objects(g, bg, diagonal=False):
+        counts = Counter(g[i][j] for i, j in cells)
+        if len(counts) < 2:
+            continue
+        body, mark = counts.most_common(1)[0][0], min(counts, key=lambda c: counts[c])
+        r0, c0 = min(i for i, _ in cells), min(j for _, j in cells)
+        r1, c1 = max(i for i, _ in cells), max(j for _, j in cells)
+        for mi, mj in [(i, j) for i, j in cells if g[i][j] == mark]:
+            if mi == r0 or mi == r1:
+                di, dj, depth = (-1 if mi == r0 else 1), 0, r1 - r0 + 1
+            else:
+                di, dj, depth = 0, (-1 if mj == c0 else 1), c1 - c0 + 1
+            i, j = mi + di, mj + dj
+            while 0 <= i < h and 0 <= j < w:
+                for k in range(-(depth - 1), depth):
+                    a, b = (i, j + k) if di else (i + k, j)
+                    if 0 <= a < h and 0 <= b < w:
+                        out[a][b] = mark if k == 0 else body
+                i, j = i + di, j + dj
+    return as_grid(out)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -587,4 +615,5 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "228f6490": t_228f6490,
     "22233c11": t_22233c11,
     "db93a21d": t_db93a21d,
+    "b527c5c6": t_b527c5c6,
 }
