@@ -64,13 +64,26 @@ def table(result: dict) -> str:
 
 
 def test_oracle_agreement_per_type_and_convention(oracle):
-    """≥ 99 % of the oracle's cases agree with upstream per type and convention; every gold case exactly."""
+    """≥ 99 % of the oracle's cases agree with upstream per type and convention; every gold case exactly.
+
+    Arc is the one exception: upstream checks it with re-arc's program for the row's task key, and
+    the built-in has programs for some task keys only (arc_tasks.TRANSFORMS). There, every
+    disagreement must be a row the built-in declares unsupported (scored 0 and counted, refused by
+    ``verl check`` and ``verl launch``), and the supported rows must agree exactly."""
     result = agreement(oracle)
     print("\n" + table(result))
     assert {k[0] for k in result} == set(TASK_FILES)
     for (name, conv), (agree, n, gold_misses) in result.items():
+        if name == "Arc":
+            continue
         assert agree / n >= 0.99, f"{name}/{conv}: {agree}/{n}, gold misses {gold_misses[:5]}"
         assert not gold_misses, f"{name}/{conv}: {gold_misses[:5]}"
+    arc = bootcamp.builtin_task("Arc")
+    rows = [r for r in oracle if r["data_source"] == "bootcamp/Arc"]
+    unsupported = [r for r in rows if not arc.supports(json.loads(r["ground_truth"]))]
+    supported = agreement([r for r in rows if r not in unsupported])
+    assert all(a == n for a, n, _ in supported.values()), supported
+    assert len(unsupported) <= 0.02 * len(rows), len(unsupported)  # 2 of 112 today (6aa20dc0, 97a05b5b)
 
 
 def test_oracle_differences_are_in_both_directions_checked(oracle):
@@ -87,7 +100,7 @@ def test_real_rows_right_and_wrong(shared_data, name):
     rows = _read(shared_data / "internbootcamp" / TASK_FILES[name])
     task = bootcamp.builtin_task(name)
     supported = [r for r in rows if task.supports(r["ground_truth"])]
-    assert len(supported) >= (16 if name == "Arc" else len(rows))
+    assert len(supported) >= (30 if name == "Arc" else len(rows))
     unsolvable = 0
     for r in supported[:: max(1, len(supported) // 64)]:
         gt = json.dumps(r["ground_truth"], ensure_ascii=False)  # as verl convert stores it
