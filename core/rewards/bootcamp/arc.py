@@ -13,6 +13,7 @@ supported here (``supports`` says so, ``compute_score`` counts it, ``verl check`
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -25,7 +26,11 @@ Grid = tuple[tuple[int, ...], ...]
 
 def as_tuples(value: Any) -> Any:
     """Lists turned into tuples, recursively."""
-    return tuple(as_tuples(v) for v in value) if isinstance(value, list) else value
+    if not isinstance(value, list):
+        return value
+    if all(type(row) is list for row in value) and all(type(v) is not list for row in value for v in row):
+        return tuple(map(tuple, value))  # a grid: the common case, in one pass
+    return tuple(as_tuples(v) for v in value)
 
 
 def extract(response: str) -> Grid | Any:
@@ -53,7 +58,12 @@ def expected(identity: dict) -> Grid:
     grid = identity["input_grid"]
     if isinstance(grid, str):
         grid = json.loads(grid)
-    return TRANSFORMS[identity["task_key"]](as_tuples(grid))
+    return _transformed(identity["task_key"], as_tuples(grid))
+
+
+@functools.lru_cache(maxsize=4096)
+def _transformed(task_key: str, grid: Grid) -> Grid:
+    return TRANSFORMS[task_key](grid)  # a GRPO group scores one row n times: compute it once
 
 
 def supports(identity: dict) -> bool:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 
 from llmctl.core.rewards.bootcamp import pyexpr
+from llmctl.core.rewards.bootcamp.scan import brace_close
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
 from llmctl.core.rewards.bootcamp.solve24 import solve_numbers
 
-_BRACES = re.compile(r"[{}]")
 _DIGITS = re.compile(r"\d+")
 
 
@@ -29,18 +29,13 @@ def extract(response: str) -> str | None:
         idx = response.rfind("\\fbox")
         if idx < 0:
             return None
-    depth = 0
-    for m in _BRACES.finditer(response, idx):
-        if m.group() == "{":
-            depth += 1
-        else:
-            depth -= 1
-            if depth == 0:
-                boxed = response[idx:m.start() + 1]
-                if not boxed.startswith("\\boxed{"):
-                    raise ValueError("not a \\boxed{...} answer")
-                return boxed[len("\\boxed{"):-1]
-    return None
+    close = brace_close(response, idx)
+    if close < 0:
+        return None
+    boxed = response[idx:close + 1]
+    if not boxed.startswith("\\boxed{"):
+        raise ValueError("not a \\boxed{...} answer")
+    return boxed[len("\\boxed{"):-1]
 
 
 def normalize(solution: str) -> str:

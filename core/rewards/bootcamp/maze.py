@@ -12,6 +12,7 @@ import ast
 from collections import deque
 from typing import Any
 
+from llmctl.core.rewards.bootcamp import literal
 from llmctl.core.rewards.bootcamp.scan import last_fenced
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
 
@@ -26,6 +27,9 @@ def extract(response: str) -> Any:
     block = block.strip()
     if len(block) > MAX_BLOCK_CHARS:
         return block
+    fast = literal.pairs(block)
+    if fast is not None:
+        return fast
     try:
         return ast.literal_eval(block)
     except Exception:  # upstream hands any failure on as the raw text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+from llmctl.core.rewards.bootcamp import literal
 from llmctl.core.rewards.bootcamp.scan import last_between
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
 
@@ -25,6 +26,9 @@ def extract(response: str) -> list | None:
     block = block.strip()
     if len(block) > MAX_BLOCK_CHARS:
         return None
+    fast = literal.pairs(block, brackets="[]")
+    if fast is not None:
+        return fast
     try:
         value: Any = ast.literal_eval(block)
     except (SyntaxError, ValueError):

@@ -110,3 +110,28 @@ def _close_pair(text: str, start: int) -> int:
             return j + 1
         k = text.find("]", k + 1)
     return -1
+
+
+_BRACES = re.compile(r"[{}]")
+_CHUNK = 4096
+
+
+def brace_close(text: str, start: int) -> int:
+    r"""Index of the first ``}`` (from ``start``) that brings the count of ``{`` minus ``}`` back to
+    zero, or -1: the loop upstream's ``last_boxed_only_string`` runs, in C-speed chunks (a chunk
+    where the count cannot reach zero is skipped on its two ``str.count``\ s)."""
+    depth = 0
+    for a in range(start, len(text), _CHUNK):
+        b = min(a + _CHUNK, len(text))
+        opens, closes = text.count("{", a, b), text.count("}", a, b)
+        if depth - closes > 0 or depth + opens < 1:
+            depth += opens - closes
+            continue
+        for m in _BRACES.finditer(text, a, b):
+            if m.group() == "{":
+                depth += 1
+            else:
+                depth -= 1
+                if depth == 0:
+                    return m.start()
+    return -1
