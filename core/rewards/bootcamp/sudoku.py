@@ -39,18 +39,18 @@ def check(solution: list[list[int]], identity: dict) -> bool:
     if any(puzzle[i][j] != 0 and solution[i][j] != puzzle[i][j] for i in range(size) for j in range(size)):
         return False
     full = set(range(1, size + 1))
-    for i in range(size):
-        if set(solution[i]) != full or {solution[j][i] for j in range(size)} != full:
-            return False
+    if any(set(row) != full for row in solution) or any(set(col) != full for col in zip(*solution, strict=True)):
+        return False
     for r0 in range(0, size, box):
+        rows = solution[r0:r0 + box]
+        if len(rows) < box:
+            raise IndexError("the last band of boxes runs off the grid")  # as upstream's loop does
         for c0 in range(0, size, box):
-            seen: set[int] = set()
-            for r in range(r0, r0 + box):
-                for c in range(c0, c0 + box):
-                    v = solution[r][c]
-                    if v < 1 or v > size or v in seen:
-                        return False
-                    seen.add(v)
+            cells = [v for row in rows for v in row[c0:c0 + box]]
+            if len(cells) < box * box:
+                raise IndexError("the last stack of boxes runs off the grid")
+            if len(set(cells)) != len(cells) or min(cells) < 1 or max(cells) > size:
+                return False
     return True
 
 
