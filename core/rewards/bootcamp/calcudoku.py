@@ -4,6 +4,7 @@ Each row is stripped of ``[``, ``]`` and spaces and read as whitespace-separated
 when every row and column is a permutation of 1…n and every cage meets its target: ``+`` sum,
 ``*`` product, ``-`` some cell ``x`` with ``2x = sum + target``, ``/`` some cell ``x`` with
 ``x / (product of the cells whose value differs from x) == target``.
+Deliberate bound: an answer of :data:`MAX_ROWS` rows or more is wrong without being read.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ import math
 from llmctl.core.rewards.bootcamp.scan import last_between
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
 
+MAX_ROWS = 10_000
+
 
 def extract(response: str) -> list[list[int]] | None:
     """The grid, or None when a token is not an integer."""
     content = last_between(response, "[[", "]]")
     if content is None:
         return None
+    if content.count(",") >= MAX_ROWS:
+        return []  # not read: wrong (upstream reads every row first; a grid has at most a dozen)
     grid = []
     for row in content.split(","):
         try:
