@@ -78,8 +78,12 @@ class RewardSettings:
 
 def reward_settings(**kwargs: Any) -> RewardSettings:
     """Check operator settings once; raises ValueError naming the bad one."""
-    key = tuple(sorted((k, repr(v)) for k, v in kwargs.items()))
-    cached = _settings_cache.get(key)
+    try:
+        key: Any = tuple(kwargs.items())
+        cached = _settings_cache.get(key)
+    except TypeError:  # an unhashable value: key on its text
+        key = tuple((k, repr(v)) for k, v in kwargs.items())
+        cached = _settings_cache.get(key)
     if cached is None:
         cached = _settings_cache[key] = _build_settings(kwargs)
     return cached
@@ -174,19 +178,32 @@ def _math_score(solution_str: str, ground_truth: Any, format_weight: float) -> f
 def bootcamp_backend(name: str, identity: dict | None = None, backend: str = "auto") -> str:
     """Which verifier scores ``bootcamp/<name>`` here: ``internbootcamp``, ``built-in`` or ``none``
     (``identity``: also whether the built-in supports that row)."""
-    from llmctl.core.rewards import bootcamp
-    from llmctl.core.rewards.bootcamp.package import package_class
-
-    task = bootcamp.builtin_task(name)
+    task, pkg = _verifiers_for(name)
     builtin_ok = task is not None and (identity is None or task.supports(identity))
     if backend == "builtin":
         return "built-in" if builtin_ok else "none"
-    pkg = package_class(name) is not None
     if backend == "package":
         return "internbootcamp" if pkg else "none"
     if builtin_ok and (name.lower() in EVAL_ORIGINALS or not pkg):
         return "built-in"
     return "internbootcamp" if pkg else "none"
+
+
+def _verifiers_for(name: str) -> tuple[Any, bool]:
+    """(the built-in task or None, whether the package has the type), cached per name and per
+    package lookup (clearing ``package_classes``' cache starts afresh)."""
+    from llmctl.core.rewards import bootcamp
+    from llmctl.core.rewards.bootcamp.package import package_classes
+
+    classes = package_classes()
+    key = (name, id(classes))
+    hit = _verifier_cache.get(key)
+    if hit is None:
+        hit = _verifier_cache[key] = (bootcamp.builtin_task(name), name.lower() + "bootcamp" in classes)
+    return hit
+
+
+_verifier_cache: dict[tuple[str, int], tuple[Any, bool]] = {}
 
 
 def _bootcamp_score(data_source: str, solution_str: str, ground_truth: Any, settings: RewardSettings) -> float:
@@ -195,11 +212,12 @@ def _bootcamp_score(data_source: str, solution_str: str, ground_truth: Any, sett
 
     name = data_source[len(BOOTCAMP_PREFIX):]
     try:
-        identity = bootcamp.parse_ground_truth(ground_truth)
+        identity = bootcamp.shared_ground_truth(ground_truth)  # read-only: built-ins never change it
     except ValueError as e:
         return _warn(data_source, "ground truth does not parse", str(e))
     which = bootcamp_backend(name, identity, settings.backend)
-    if which == "internbootcamp":
+    if which == "internbootcamp":  # upstream's checks may change the identity: a fresh copy each call
+        identity = bootcamp.parse_ground_truth(ground_truth)
         return package_score(package_class(name), solution_str, identity, settings.convention)
     if which == "built-in":
         return bootcamp.verify_score(bootcamp.builtin_task(name), solution_str, identity, settings.convention)

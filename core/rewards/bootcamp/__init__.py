@@ -24,7 +24,7 @@ from llmctl.core.rewards.bootcamp.score import (
 )
 
 __all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "BootcampTask", "Convention", "builtin_task", "convention",
-           "parse_ground_truth", "tasks", "verify_score"]
+           "parse_ground_truth", "shared_ground_truth", "tasks", "verify_score"]
 
 
 @functools.cache
@@ -42,6 +42,19 @@ def tasks() -> dict[str, BootcampTask]:
 def builtin_task(name: str) -> BootcampTask | None:
     """The built-in task for a bootcamp name (case-insensitive), or None."""
     return tasks().get(name.lower())
+
+
+def shared_ground_truth(ground_truth: Any) -> dict:
+    """:func:`parse_ground_truth`, cached for JSON strings (a GRPO group scores one row n times).
+    The dict is shared between calls: only for checks that never change it (the built-ins)."""
+    if isinstance(ground_truth, str) and len(ground_truth) <= 100_000:
+        return _parsed(ground_truth)
+    return parse_ground_truth(ground_truth)
+
+
+@functools.lru_cache(maxsize=2048)
+def _parsed(ground_truth: str) -> dict:
+    return parse_ground_truth(ground_truth)
 
 
 def parse_ground_truth(ground_truth: Any, *, max_chars: int = 1_000_000) -> dict:

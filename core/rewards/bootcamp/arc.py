@@ -14,6 +14,7 @@ supported here (``supports`` says so, ``compute_score`` counts it, ``verl check`
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from typing import Any
 
@@ -28,8 +29,10 @@ def as_tuples(value: Any) -> Any:
     """Lists turned into tuples, recursively."""
     if not isinstance(value, list):
         return value
-    if all(type(row) is list for row in value) and all(type(v) is not list for row in value for v in row):
-        return tuple(map(tuple, value))  # a grid: the common case, in one pass
+    if list not in map(type, value) or dict in map(type, value):
+        return tuple(as_tuples(v) for v in value)
+    if all(type(row) is list for row in value) and list not in map(type, itertools.chain.from_iterable(value)):
+        return tuple(map(tuple, value))  # a grid: the common case, at C speed
     return tuple(as_tuples(v) for v in value)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 _BRACKET_RUN = re.compile(r"\[+")
+_DIGITS = re.compile(r"\d+")  # Unicode decimal digits, as upstream's pattern
 
 
 def last_between(text: str, open_: str, close: str, *, one_line: bool = False) -> str | None:
@@ -63,9 +64,8 @@ def last_double_bracket_digits(text: str) -> str | None:
         s = text.find("[[", pos)
         if s < 0:
             return last
-        j = s + 2
-        while j < n and text[j].isdecimal():
-            j += 1
+        m = _DIGITS.match(text, s + 2)
+        j = m.end() if m else s + 2
         if j > s + 2 and text.startswith("]]", j):
             last = text[s + 2:j]
             pos = j + 2
