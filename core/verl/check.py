@@ -164,18 +164,18 @@ def check_sources(rows: Iterable[tuple[str, Any]], *, rows_per_source: int = 20,
         c.rows += 1
         if not c.ok and c.problems[0].startswith("unknown"):
             continue
-        if c.verifier in ("built-in", "internbootcamp") and row_backend(ds, gt) == "none":
-            c.unscorable += 1
-            if c.unscorable <= 3:
-                c.problems.append(f"row {c.rows}: the built-in verifier does not support this row "
-                                  f"({_row_label(gt)}); to fix: {unknown_hint(ds)}")
-            continue
         try:
             good, bad = build_responses(ds, gt)
         except (ValueError, TypeError) as e:
             c.bad_ground_truth += 1
             if c.bad_ground_truth <= 3:
                 c.problems.append(f"row {c.rows}: ground truth does not parse: {str(e)[:120]}")
+            continue
+        if c.verifier in ("built-in", "internbootcamp") and row_backend(ds, gt) == "none":
+            c.unscorable += 1
+            if c.unscorable <= 3:
+                c.problems.append(f"row {c.rows}: the built-in verifier does not support this row "
+                                  f"({_row_label(gt)}); to fix: {unknown_hint(ds)}")
             continue
         if c.scored >= rows_per_source:
             continue
