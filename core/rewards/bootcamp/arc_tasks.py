@@ -576,6 +576,34 @@ def t_b527c5c6(g: Grid) -> Grid:
     return as_grid(out)
 
 
+def t_2dee498d(g: Grid) -> Grid:
+    """The grid is one tile repeated three times: the tile."""
+    w = len(g[0]) // 3
+    if len(g[0]) % 3 == 0 and all(r[:w] * 3 == r for r in g):
+        return tuple(r[:w] for r in g)
+    return g[:len(g) // 3]
+
+
+def t_7468f01a(g: Grid) -> Grid:
+    """The shape, cut out and mirrored left to right."""
+    bg = most(g)
+    return mirror_cols(crop(g, [(i, j) for i, r in enumerate(g) for j, v in enumerate(r) if v != bg]))
+
+
+def t_d23f8c26(g: Grid) -> Grid:
+    """Only the middle column is kept."""
+    bg, mid = most(g), len(g[0]) // 2
+    return tuple(tuple(v if j == mid else bg for j, v in enumerate(r)) for r in g)
+
+
+def t_8eb1be9a(g: Grid) -> Grid:
+    """The band of rows holding the pattern repeats up and down the grid."""
+    bg = most(g)
+    rows = [i for i, r in enumerate(g) if any(v != bg for v in r)]
+    r0, n = rows[0], rows[-1] - rows[0] + 1
+    return tuple(g[r0 + (i - r0) % n] for i in range(len(g)))
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -616,4 +644,9 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "22233c11": t_22233c11,
     "db93a21d": t_db93a21d,
     "b527c5c6": t_b527c5c6,
+    "2dee498d": t_2dee498d,
+    "7468f01a": t_7468f01a,
+    "c9e6f938": lambda g: tuple(r + r[::-1] for r in g),  # the grid and its mirror image side by side
+    "d23f8c26": t_d23f8c26,
+    "8eb1be9a": t_8eb1be9a,
 }
