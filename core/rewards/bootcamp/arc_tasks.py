@@ -604,6 +604,72 @@ def t_8eb1be9a(g: Grid) -> Grid:
     return tuple(g[r0 + (i - r0) % n] for i in range(len(g)))
 
 
+def t_50cb2852(g: Grid) -> Grid:
+    """The inside of every rectangle turns 8."""
+    bg = most(g)
+    out = [list(r) for r in g]
+    for cells in objects(g, bg, diagonal=False, same_color=True):
+        r0, c0 = cells[0][0], min(j for _, j in cells)
+        r1, c1 = cells[-1][0], max(j for _, j in cells)
+        for i, j in cells:
+            if r0 < i < r1 and c0 < j < c1:
+                out[i][j] = 8
+    return as_grid(out)
+
+
+def _holes(g: Grid, bg: int) -> list[list[tuple[int, int]]]:
+    """Background regions that cannot reach the border, even through diagonal gaps."""
+    h, w = len(g), len(g[0])
+    inverse = as_grid([[1 if v == bg else 0 for v in r] for r in g])
+    return [c for c in objects(inverse, 0, diagonal=True) if all(0 < i < h - 1 and 0 < j < w - 1 for i, j in c)]
+
+
+def t_810b9b61(g: Grid) -> Grid:
+    """Shapes that close a loop around background turn 3."""
+    bg = most(g)
+    h, w = len(g), len(g[0])
+    owner = {}
+    objs = objects(g, bg, diagonal=False, same_color=True)
+    for k, cells in enumerate(objs):
+        for c in cells:
+            owner[c] = k
+    loops = set()
+    for hole in _holes(g, bg):
+        for i, j in hole:
+            for x, y in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
+                if 0 <= x < h and 0 <= y < w and g[x][y] != bg:
+                    loops.add(owner[(x, y)])
+    out = [list(r) for r in g]
+    for k in loops:
+        for i, j in objs[k]:
+            out[i][j] = 3
+    return as_grid(out)
+
+
+def t_aabf363d(g: Grid) -> Grid:
+    """The shape takes the single mark's color; the mark goes."""
+    bg = most(g)
+    objs = sorted(objects(g, bg, diagonal=True, same_color=True), key=len)
+    mark, color = objs[0], g[objs[0][0][0]][objs[0][0][1]]
+    out = [list(r) for r in g]
+    for cells in objs[1:]:
+        for i, j in cells:
+            out[i][j] = color
+    for i, j in mark:
+        out[i][j] = bg
+    return as_grid(out)
+
+
+def t_f25ffba3(g: Grid) -> Grid:
+    """The pattern on one side is mirrored onto the empty other side."""
+    bg = most(g)
+    w = len(g[0])
+    empty_cols = all(r[j] == bg for r in g for j in range(w - w // 2, w)) or \
+        all(r[j] == bg for r in g for j in range(w // 2))
+    mirror = mirror_cols(g) if empty_cols else flip_rows(g)
+    return tuple(tuple(v if v != bg else m for v, m in zip(r, mr, strict=True)) for r, mr in zip(g, mirror, strict=True))
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -649,4 +715,8 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "c9e6f938": lambda g: tuple(r + r[::-1] for r in g),  # the grid and its mirror image side by side
     "d23f8c26": t_d23f8c26,
     "8eb1be9a": t_8eb1be9a,
+    "50cb2852": t_50cb2852,
+    "810b9b61": t_810b9b61,
+    "aabf363d": t_aabf363d,
+    "f25ffba3": t_f25ffba3,
 }
