@@ -670,6 +670,47 @@ def t_f25ffba3(g: Grid) -> Grid:
     return tuple(tuple(v if v != bg else m for v, m in zip(r, mr, strict=True)) for r, mr in zip(g, mirror, strict=True))
 
 
+def t_bbc9ae5d(g: Grid) -> Grid:
+    """A one-row strip slides right one cell per row, its first color filling in behind, for half
+    its width in rows."""
+    row = g[0]
+    w = len(row)
+    return tuple((row[0],) * i + row[:w - i] for i in range(w // 2))
+
+
+def t_928ad970(g: Grid) -> Grid:
+    """A rectangle in the shape's color, one cell inside the four marks."""
+    bg = most(g)
+    objs = objects(g, bg, diagonal=False, same_color=True)
+    marks = [c[0] for c in objs if len(c) == 1]
+    color = next(g[c[0][0]][c[0][1]] for c in objs if len(c) > 1)
+    r0, r1 = min(i for i, _ in marks) + 1, max(i for i, _ in marks) - 1
+    c0, c1 = min(j for _, j in marks) + 1, max(j for _, j in marks) - 1
+    out = [list(r) for r in g]
+    for i in range(r0, r1 + 1):
+        for j in range(c0, c1 + 1):
+            if (i in (r0, r1) or j in (c0, c1)) and g[i][j] == bg:
+                out[i][j] = color
+    return as_grid(out)
+
+
+def t_8403a5d5(g: Grid) -> Grid:
+    """From the mark's column rightwards: every other column in its color, and 5s capping the gaps,
+    top and bottom in turn."""
+    bg = most(g)
+    (mi, mj), = [(i, j) for i, r in enumerate(g) for j, v in enumerate(r) if v != bg]
+    color, h = g[mi][mj], len(g)
+    out = [list(r) for r in g]
+    for j in range(mj, len(g[0])):
+        k = j - mj
+        if k % 2 == 0:
+            for i in range(h):
+                out[i][j] = color
+        else:
+            out[0 if (k // 2) % 2 == 0 else h - 1][j] = 5
+    return as_grid(out)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -719,4 +760,7 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "810b9b61": t_810b9b61,
     "aabf363d": t_aabf363d,
     "f25ffba3": t_f25ffba3,
+    "bbc9ae5d": t_bbc9ae5d,
+    "928ad970": t_928ad970,
+    "8403a5d5": t_8403a5d5,
 }
