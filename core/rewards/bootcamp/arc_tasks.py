@@ -711,6 +711,37 @@ def t_8403a5d5(g: Grid) -> Grid:
     return as_grid(out)
 
 
+def t_2bee17df(g: Grid) -> Grid:
+    """Rows and columns open all the way across the framed area turn 3."""
+    bg = most(g)
+    cells = [(i, j) for i, r in enumerate(g) for j, v in enumerate(r) if v == bg]
+    r0, r1 = min(i for i, _ in cells), max(i for i, _ in cells)
+    c0, c1 = min(j for _, j in cells), max(j for _, j in cells)
+    out = [list(r) for r in g]
+    for i in range(r0, r1 + 1):
+        if all(g[i][j] == bg for j in range(c0, c1 + 1)):
+            for j in range(c0, c1 + 1):
+                out[i][j] = 3
+    for j in range(c0, c1 + 1):
+        if all(g[i][j] == bg for i in range(r0, r1 + 1)):
+            for i in range(r0, r1 + 1):
+                out[i][j] = 3
+    return as_grid(out)
+
+
+def t_31aa019c(g: Grid) -> Grid:
+    """Only the color that occurs once stays, ringed by 2s; everything else is cleared."""
+    bg = most(g)
+    counts = colors(g)
+    (i0, j0), = [(i, j) for i, r in enumerate(g) for j, v in enumerate(r) if counts[v] == 1]
+    out = [[bg] * len(g[0]) for _ in g]
+    for i in range(max(0, i0 - 1), min(len(g), i0 + 2)):
+        for j in range(max(0, j0 - 1), min(len(g[0]), j0 + 2)):
+            out[i][j] = 2
+    out[i0][j0] = g[i0][j0]
+    return as_grid(out)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -763,4 +794,6 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "bbc9ae5d": t_bbc9ae5d,
     "928ad970": t_928ad970,
     "8403a5d5": t_8403a5d5,
+    "2bee17df": t_2bee17df,
+    "31aa019c": t_31aa019c,
 }
