@@ -742,6 +742,69 @@ def t_31aa019c(g: Grid) -> Grid:
     return as_grid(out)
 
 
+def t_39a8645d(g: Grid) -> Grid:
+    """The shape that occurs most often, cut out."""
+    bg = most(g)
+    seen: Counter = Counter()
+    crops = {}
+    for cells in objects(g, bg, diagonal=True, same_color=True):
+        key = (g[cells[0][0]][cells[0][1]], _shape(cells))
+        seen[key] += 1
+        crops.setdefault(key, crop(g, cells))
+    return crops[seen.most_common(1)[0][0]]
+
+
+def t_d9fac9be(g: Grid) -> Grid:
+    """The color at the center of the 3x3 ring."""
+    bg = most(g)
+    for i in range(len(g) - 2):
+        for j in range(len(g[0]) - 2):
+            ring = {g[i + a][j + b] for a in range(3) for b in range(3) if (a, b) != (1, 1)}
+            center = g[i + 1][j + 1]
+            if len(ring) == 1 and bg not in ring and center not in ring and center != bg:
+                return ((center,),)
+    raise ValueError("no ring")
+
+
+def t_8f2ea7aa(g: Grid) -> Grid:
+    """The pattern is copied into every block its own cells mark."""
+    bg = most(g)
+    cells = [(i, j) for i, r in enumerate(g) for j, v in enumerate(r) if v != bg]
+    k = round(len(g) ** 0.5)
+    r0, c0 = min(i for i, _ in cells) // k * k, min(j for _, j in cells) // k * k
+    pattern = [row[c0:c0 + k] for row in g[r0:r0 + k]]
+    out = [[bg] * len(g[0]) for _ in g]
+    for a in range(k):
+        for b in range(k):
+            if pattern[a][b] != bg:
+                for x in range(k):
+                    for y in range(k):
+                        out[a * k + x][b * k + y] = pattern[x][y]
+    return as_grid(out)
+
+
+def t_e73095fd(g: Grid) -> Grid:
+    """Background closed in by the lines turns 4."""
+    bg = most(g)
+    h, w = len(g), len(g[0])
+    inverse = as_grid([[1 if v == bg else 0 for v in r] for r in g])
+    out = [list(r) for r in g]
+    for c in objects(inverse, 0, diagonal=False):
+        if all(0 < i < h - 1 and 0 < j < w - 1 for i, j in c):
+            for i, j in c:
+                out[i][j] = 4
+    return as_grid(out)
+
+
+def t_dae9d2b5(g: Grid) -> Grid:
+    """The two halves laid over each other: 6 wherever either half has its own color."""
+    w = len(g[0]) // 2
+    left, right = [r[:w] for r in g], [r[w:] for r in g]
+    shared = next(c for c, _ in colors(g).most_common() if any(c in r for r in left) and any(c in r for r in right))
+    return tuple(tuple(shared if a == shared and b == shared else 6 for a, b in zip(x, y, strict=True))
+                 for x, y in zip(left, right, strict=True))
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -796,4 +859,9 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "8403a5d5": t_8403a5d5,
     "2bee17df": t_2bee17df,
     "31aa019c": t_31aa019c,
+    "39a8645d": t_39a8645d,
+    "d9fac9be": t_d9fac9be,
+    "8f2ea7aa": t_8f2ea7aa,
+    "e73095fd": t_e73095fd,
+    "dae9d2b5": t_dae9d2b5,
 }
