@@ -805,6 +805,29 @@ def t_dae9d2b5(g: Grid) -> Grid:
                  for x, y in zip(left, right, strict=True))
 
 
+def t_a65b410d(g: Grid) -> Grid:
+    """A line from one edge: on one side a 3-staircase growing by a cell per row, on the other a
+    1-staircase shrinking (the line's row counted as 0)."""
+    bg = most(g)
+    for k in range(4):
+        c = turned(g, k)
+        rows = [i for i, r in enumerate(c) if r[0] != bg]
+        if len(rows) == 1 and all(v == bg for i, r in enumerate(c) if i != rows[0] for v in r):
+            break
+    else:
+        raise ValueError("no line from an edge")
+    r = rows[0]
+    n = sum(1 for v in c[r] if v != bg)
+    out = [list(row) for row in c]
+    for i in range(len(c)):
+        d = i - r
+        length = n - d  # above the line (d < 0) n + distance, below n - distance
+        for j in range(min(max(length, 0), len(c[0]))):
+            if d:
+                out[i][j] = 3 if d < 0 else 1
+    return turned(as_grid(out), -k)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -864,4 +887,5 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "8f2ea7aa": t_8f2ea7aa,
     "e73095fd": t_e73095fd,
     "dae9d2b5": t_dae9d2b5,
+    "a65b410d": t_a65b410d,
 }
