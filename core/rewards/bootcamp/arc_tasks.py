@@ -828,6 +828,19 @@ def t_a65b410d(g: Grid) -> Grid:
     return turned(as_grid(out), -k)
 
 
+def t_1caeab9d(g: Grid) -> Grid:
+    """Every shape moves up or down until its top lines up with the 1-colored shape's."""
+    bg = most(g)
+    top = min(i for i, r in enumerate(g) if 1 in r)
+    out = [[bg] * len(g[0]) for _ in g]
+    for cells in objects(g, bg, diagonal=True, same_color=True):
+        shift = top - cells[0][0]
+        for i, j in cells:
+            if 0 <= i + shift < len(g):
+                out[i + shift][j] = g[i][j]
+    return as_grid(out)
+
+
 def _recolor(mapping: dict[int, int]) -> Callable[[Grid], Grid]:
     return lambda g: tuple(tuple(mapping.get(v, v) for v in row) for row in g)
 
@@ -888,4 +901,5 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "e73095fd": t_e73095fd,
     "dae9d2b5": t_dae9d2b5,
     "a65b410d": t_a65b410d,
+    "1caeab9d": t_1caeab9d,
 }
