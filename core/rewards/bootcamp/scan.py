@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 
 _BRACKET_RUN = re.compile(r"\[+")
-_DIGITS = re.compile(r"\d+")  # Unicode decimal digits, as upstream's pattern
+_DIGITS = re.compile(r"\d+")
+_CLOSE_PAIR = re.compile(r"\]\s*\]")  # leftmost "]", whitespace, "]": each whitespace run scanned once  # Unicode decimal digits, as upstream's pattern
 
 
 def last_between(text: str, open_: str, close: str, *, one_line: bool = False) -> str | None:
@@ -100,17 +101,8 @@ def all_nested_brackets(text: str) -> list[str]:
 
 def _close_pair(text: str, start: int) -> int:
     """End (exclusive) of the first ``]`` + whitespace + ``]`` at or after ``start``, or -1."""
-    n = len(text)
-    k = text.find("]", start)
-    while k >= 0:
-        j = k + 1
-        while j < n and text[j].isspace():
-            j += 1
-        if j < n and text[j] == "]":
-            return j + 1
-        k = text.find("]", k + 1)
-    return -1
-
+    m = _CLOSE_PAIR.search(text, start)
+    return m.end() if m else -1
 
 _BRACES = re.compile(r"[{}]")
 _CHUNK = 4096
