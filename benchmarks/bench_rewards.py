@@ -70,6 +70,14 @@ def main() -> None:
     for c in gold:
         by_type.setdefault(c[0], []).append(c)
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {time.strftime('%Y-%m-%d %H:%M')}")
+    from llmctl.core.rewards.bootcamp import _parsed, arc
+
+    for ds, cases in by_type.items():  # imports and first-call costs, on ground truths not measured below
+        compute_score(ds, cases[0][1], cases[0][2] + " ")
+    _parsed.cache_clear()
+    arc._transformed.cache_clear()
+    r, _ = rate(gold, 1, bootcamp_convention="verl")
+    print(f"oracle gold rows ({len(gold):,}), verl, cold caches (one pass): {r:10,.0f} scores/s")
     for conv in ("verl", "eval"):
         r, total = rate(gold, args.repeat, bootcamp_convention=conv)
         print(f"oracle gold rows ({len(gold):,}), {conv:4s}: {r:10,.0f} scores/s  (sum {total:.0f})")
