@@ -101,7 +101,8 @@ def test_launch_prints_the_command(converted, tmp_path):
                   "reward.custom_reward_function.path=pkg://llmctl.core.verl_reward",
                   "reward.custom_reward_function.name=compute_score",
                   "bootcamp_merged/train/bootcamps.parquet", "bootcamp_merged/test/bootcamps.parquet",
-                  "+reward.custom_reward_function.reward_kwargs.format_weight=0.1"):
+                  "+reward.custom_reward_function.reward_kwargs.format_weight=0.1",
+                  "+reward.custom_reward_function.reward_kwargs.bootcamp_convention=verl"):
         assert piece in res.output, piece
     if importlib.util.find_spec("ray") is None:  # verl cannot start here: --run says so, runs nothing
         runs = _cli("verl", "launch", "--model", str(model), "--run", ws=converted)
@@ -110,6 +111,113 @@ def test_launch_prints_the_command(converted, tmp_path):
     nodata = _cli("verl", "launch", "--model", str(model), "--train", str(tmp_path / "missing.parquet"),
                   ws=converted)
     assert nodata.exit_code == 1 and "not found" in nodata.output
+
+
+ALL_TASK_FILES = ("BbehMultistepArithmetic.jsonl", "arc.jsonl", "bbehbooleanexpressions.jsonl", "calcudoku.jsonl",
+                  "cipher_merged.jsonl", "game24.jsonl", "korLogicResolution.jsonl", "korPuzzle24Points.jsonl",
+                  "korPuzzleWordLadder.jsonl", "maze.jsonl", "minesweeper.jsonl", "sudoku.jsonl")
+
+
+@pytest.fixture
+def all_bootcamps(workspace, tmp_path, shared_data):
+    src = tmp_path / "all"
+    src.mkdir()
+    for name in ALL_TASK_FILES:
+        shutil.copy(shared_data / "internbootcamp" / name, src / name)
+    run(workspace, VerlConvertParams(src=str(src)), None)
+    return workspace
+
+
+def _check_json(ws, env_extra: dict | None = None) -> dict:
+    env = {**os.environ, "LLMCTL_WORKSPACE": str(ws.root), **(env_extra or {})}
+    res = subprocess.run([sys.executable, "-m", "llmctl.core.cli", "verl", "check", "--json", "--rows-per-source",
+                          "64"], env=env, capture_output=True, text=True, timeout=600)
+    return {"rc": res.returncode, **json.loads(res.stdout)}
+
+
+def test_check_on_all_twelve_shared_files(all_bootcamps, shared_data):
+    """11 types pass outright; Arc fails exactly on the rows whose task has no built-in program."""
+    from llmctl.core.rewards import bootcamp
+
+    arc_rows = [json.loads(line)["ground_truth"] for line in
+                (shared_data / "internbootcamp" / "arc.jsonl").read_text(encoding="utf-8").splitlines()]
+    arc_unsupported = sum(1 for gt in arc_rows if not bootcamp.builtin_task("Arc").supports(gt))
+    for env in ({}, {"PYTHONPATH": str(Path(__file__).parent / "standin_internbootcamp")}):
+        report = _check_json(all_bootcamps, env)
+        by = {s["data_source"]: s for s in report["sources"]}
+        assert len(by) == 12
+        for s in by.values():
+            assert s["verifier"] == "built-in"  # the stand-in lacks them all: built-ins score them
+            assert s["correct_ok"] == s["correct_built"] >= 8 and s["wrong_ok"] == s["wrong_built"], s
+        arc = by.pop("bootcamp/Arc")
+        assert all(s["ok"] for s in by.values()), [s for s in by.values() if not s["ok"]]
+        assert arc["unscorable"] == arc_unsupported and 0 < arc_unsupported < 64
+        assert all("does not support this row" in p for p in arc["problems"])
+        assert report["rc"] == (1 if arc_unsupported else 0)
+
+
+def test_check_says_what_to_do_about_an_unknown_type():
+    from llmctl.core.verl.check import unknown_hint
+
+    (c,) = check_sources([("bootcamp/NoSuchPuzzle", "{}")])
+    assert not c.ok and c.verifier == "none"
+    assert "llmctl/core/rewards/bootcamp/" in c.problems[0] and "--drop-unscorable" in c.problems[0]
+    # a source that is neither ours nor bootcamp: verl's default scorers, installed from the clone
+    assert "pip install -e '.[verl]'" in unknown_hint("acme/unknown")
+
+
+def _with_unknown_rows(ws, tmp_path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    merged = ws.path("data/verl/bootcamp_merged/train/bootcamps.parquet")
+    t = pq.read_table(merged)
+    ds = t.column("data_source").to_pylist()
+    ds[0] = ds[5] = "bootcamp/NoSuchPuzzle"
+    out = tmp_path / "with_unknown.parquet"
+    pq.write_table(t.set_column(0, "data_source", pa.array(ds)), out)
+    return out
+
+
+def test_launch_refuses_or_drops_rows_without_a_verifier(converted, tmp_path):
+    import pyarrow.parquet as pq
+
+    bad = _with_unknown_rows(converted, tmp_path)
+    refused = _cli("verl", "launch", "--model", "m", "--train", str(bad), ws=converted)
+    assert refused.exit_code == 1
+    assert "bootcamp/NoSuchPuzzle: 2 of" in refused.output and "zero reward" in refused.output
+    dropped = _cli("verl", "launch", "--model", "m", "--train", str(bad), "--drop-unscorable", ws=converted)
+    assert dropped.exit_code == 0, dropped.output
+    assert "dropped 2 train rows of bootcamp/NoSuchPuzzle" in dropped.output
+    kept = [line for line in dropped.output.split() if "data.train_files=" in line][0].split("=", 1)[1]
+    table = pq.read_table(kept)
+    assert table.num_rows == pq.read_table(bad).num_rows - 2
+    assert "bootcamp/NoSuchPuzzle" not in table.column("data_source").to_pylist()
+
+
+def test_launch_reports_rows_the_prompt_length_filter_drops(converted):
+    import pyarrow.parquet as pq
+
+    from llmctl.core.data.chat import encode_prompt
+
+    merged = converted.path("data/verl/bootcamp_merged/train/bootcamps.parquet")
+    t = pq.read_table(merged, columns=["data_source", "prompt"]).to_pylist()
+    over = {}
+    for r in t:
+        if len(encode_prompt(r["prompt"])) > 300:
+            over[r["data_source"]] = over.get(r["data_source"], 0) + 1
+    assert over  # real bootcamp prompts are long
+    res = _cli("verl", "launch", "--model", "m", "--max-prompt-length", "300", ws=converted)
+    assert res.exit_code == 0, res.output
+    for ds, n in over.items():
+        total = sum(1 for r in t if r["data_source"] == ds)
+        assert f"train {ds}: {n} of {total} rows have prompts over max_prompt_length=300" in res.output
+
+
+def test_launch_refuses_bad_reward_settings(converted):
+    for kw in ("format_score=5", "format_weight=nan", "ans_threshold=128", "bootcamp_convention=train"):
+        res = _cli("verl", "launch", "--model", "m", "--reward-kwarg", kw, ws=converted)
+        assert res.exit_code == 1 and kw.split("=")[0] in res.output, res.output
 
 
 def _compose(overrides: list[str]):

@@ -87,9 +87,19 @@ def launch(
                                                                         "(e.g. format_weight=0.1)."),
     set_: list[str] = typer.Option(None, "--set", help="Extra verl Hydra override KEY=VALUE (repeatable)."),
     run: bool = typer.Option(False, "--run", help="Run the command (needs verl installed)."),
+    bootcamp_convention: str = typer.Option("verl", "--bootcamp-convention",
+                                            help="InternBootcamp scoring: verl (upstream's training reward: "
+                                                 "answers under 100 characters or without </think> score 0) "
+                                                 "or eval (upstream's evaluation script)."),
+    drop_unscorable: bool = typer.Option(False, "--drop-unscorable",
+                                         help="Drop (and count) training rows no verifier here can score, "
+                                              "instead of refusing to launch."),
     workspace: Path | None = WorkspaceOpt,
 ) -> None:
-    """Print the verl GRPO command for this workspace (or run it with --run)."""
+    """Print the verl GRPO command for this workspace (or run it with --run).
+
+    Refuses rows whose data_source has no verifier here (or drops and counts them with
+    --drop-unscorable), and reports per data_source how many rows verl's max_prompt_length filter drops."""
     import os
     import subprocess
     import time
@@ -109,13 +119,15 @@ def launch(
         val = val or val_default
     run_name = time.strftime("%Y%m%d-%H%M%S")
     try:
+        kwargs = {"bootcamp_convention": bootcamp_convention, **_reward_kwargs(reward_kwarg)}
+        _check_reward_kwargs(kwargs)
         opts = LaunchOptions(
             model=model, train_files=[str(Path(p).resolve()) for p in train],
             val_files=[str(Path(p).resolve()) for p in (val or [])], n=n, train_batch_size=batch_size,
             ppo_mini_batch_size=mini_batch_size, micro_batch_size_per_gpu=micro_batch_size,
             max_prompt_length=max_prompt_length, max_response_length=max_response_length, lr=lr,
             gpus=gpus, nnodes=nnodes, epochs=epochs, rollout_engine=rollout, reward_ref=reward_ref,
-            reward_kwargs=_reward_kwargs(reward_kwarg), extra=list(set_ or []),
+            reward_kwargs=kwargs, extra=list(set_ or []),
             save_dir=str(ws.checkpoints_dir / "verl" / run_name), experiment_name=f"llmctl-grpo-{run_name}")
         argv = build_command(opts)
     except (ValueError, RuntimeError) as e:
@@ -126,8 +138,10 @@ def launch(
     missing = [p for p in opts.train_files + opts.val_files if not Path(p).is_file()]
     if missing:
         raise fail(f"parquet file(s) not found: {', '.join(missing)}")
+    argv = _vet_rows(opts, ws.path("data/verl/launch") / run_name, drop_unscorable)
     missing_mods = verl_missing()
-    hint = ("verl is not installed here: pip install 'llmctl[verl]' (verl==0.9.1 with its GPU dependencies)"
+    hint = ("verl is not installed here: pip install -e '.[verl]' in the llmctl clone (verl==0.9.1; add its "
+            "GPU dependencies on the GPU machine)"
             if "verl" in missing_mods else
             f"verl is installed but cannot run here (missing: {', '.join(missing_mods)}); install verl's "
             "dependencies (pip install 'verl==0.9.1') on the GPU machine")
@@ -140,6 +154,41 @@ def launch(
         raise fail(hint + "; run without --run to print the command")
     typer.echo(shell_line(argv), err=True)
     raise typer.Exit(subprocess.call(argv, env=dict(os.environ)))
+
+
+def _check_reward_kwargs(kwargs: dict) -> None:
+    """Refuse bad reward settings here, not on the GPU node (ValueError names the setting)."""
+    from llmctl.core.rewards.compute_score import reward_settings
+
+    reward_settings(**kwargs)
+
+
+def _vet_rows(opts, out_dir: Path, drop: bool) -> list[str]:
+    """Refuse (or drop) rows with no verifier; report rows verl's prompt-length filter drops."""
+    from llmctl.core.verl.check import unknown_hint
+    from llmctl.core.verl.launch import build_command, drop_unscorable, source_report
+
+    files = {"train": opts.train_files, **({"val": opts.val_files} if opts.val_files else {})}
+    for split, paths in files.items():
+        report = source_report(paths, opts.max_prompt_length)
+        for ds, r in sorted(report.items()):
+            if r.over_length:
+                typer.echo(f"warning: {split} {ds}: {r.over_length} of {r.rows} rows have prompts over "
+                           f"max_prompt_length={opts.max_prompt_length} tokens; verl drops them "
+                           "(raise --max-prompt-length to keep them)", err=True)
+        bad = {ds: r.unscorable for ds, r in report.items() if r.unscorable}
+        if bad and not drop:
+            lines = [f"{ds}: {n} of {report[ds].rows} rows; to fix: {unknown_hint(ds)}" for ds, n in sorted(bad.items())]
+            raise fail(f"{split} rows with no verifier here (they would train on zero reward):\n  " + "\n  ".join(lines))
+        if bad:
+            new, dropped = drop_unscorable(paths, out_dir / split)
+            for ds, n in sorted(dropped.items()):
+                typer.echo(f"dropped {n} {split} rows of {ds} (no verifier here)", err=True)
+            if split == "train":
+                opts.train_files = new
+            else:
+                opts.val_files = new
+    return build_command(opts)
 
 
 def _print_table(files: list[Path], checks) -> None:

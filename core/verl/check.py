@@ -9,6 +9,7 @@ caught here instead of silently training on zero rewards.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -31,6 +32,7 @@ class SourceCheck:
     correct_built: int = 0
     wrong_ok: int = 0
     wrong_built: int = 0
+    unscorable: int = 0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -73,6 +75,14 @@ def read_rows(files: list[Path]) -> Iterable[tuple[str, Any]]:
             yield from zip(sources, gts, strict=True)
 
 
+def _row_label(ground_truth: Any) -> str:
+    try:
+        key = json.loads(ground_truth).get("task_key") if isinstance(ground_truth, str) else None
+    except (ValueError, AttributeError):
+        key = None
+    return f"task_key {key}" if key else "this identity"
+
+
 def _numeric(gold: str) -> Fraction | None:
     from llmctl.core.rewards.verifier import normalize_number
 
@@ -87,7 +97,7 @@ def _fmt(v: Fraction) -> str:
 def build_responses(data_source: str, ground_truth: Any) -> tuple[str | None, str | None]:
     """(a correct response, a wrong response) for one row; None where none can be built.
     Raises ValueError when the ground truth does not parse."""
-    from llmctl.core.rewards import bootcamp_verifiers as bv
+    from llmctl.core.rewards import bootcamp
     from llmctl.core.rewards.compute_score import BOOTCAMP_PREFIX, gold_answer, source_kind
 
     kind = source_kind(data_source)
@@ -101,12 +111,39 @@ def build_responses(data_source: str, ground_truth: Any) -> tuple[str | None, st
         return (f"<think>Work it out.</think><answer>\\boxed{{{gold}}}</answer>",
                 f"<think>A slip.</think><answer>\\boxed{{{wrong}}}</answer>")
     if kind == "bootcamp":
-        identity = bv.parse_ground_truth(ground_truth, max_chars=MAX_GT_CHARS)
-        task = bv.builtin_task(data_source[len(BOOTCAMP_PREFIX):])
-        if task is None:
+        identity = bootcamp.parse_ground_truth(ground_truth, max_chars=MAX_GT_CHARS)
+        task = bootcamp.builtin_task(data_source[len(BOOTCAMP_PREFIX):])
+        if task is None or not task.supports(identity):
             return None, None
         return task.solve(identity), task.wrong(identity)
     return None, None
+
+
+def unknown_hint(data_source: str) -> str:
+    """What to do about a data_source with no verifier here."""
+    from llmctl.core.rewards.compute_score import BOOTCAMP_PREFIX
+
+    if data_source.startswith(BOOTCAMP_PREFIX):
+        return ("add a verifier module for it under llmctl/core/rewards/bootcamp/ (one module per task type), "
+                "or install the internbootcamp package (pip install -e . in a clone of InternLM/InternBootcamp), "
+                "or drop these rows (llmctl verl launch --drop-unscorable)")
+    return ("rename it to a source llmctl scores (openai/gsm8k, llmctl/arithmetic, a MATH source, "
+            "bootcamp/<Name>), or install verl for its default scorers (pip install -e '.[verl]' from the "
+            "llmctl clone), or drop these rows (llmctl verl launch --drop-unscorable)")
+
+
+def row_backend(data_source: str, ground_truth: Any) -> str:
+    """Which verifier scores this row: ``internbootcamp``, ``built-in``, ``none``, or the math/verl name."""
+    from llmctl.core.rewards import bootcamp
+    from llmctl.core.rewards.compute_score import BOOTCAMP_PREFIX, bootcamp_backend, can_score, source_kind
+
+    if source_kind(data_source) != "bootcamp":
+        return can_score(data_source)[1]
+    try:
+        identity = bootcamp.parse_ground_truth(ground_truth, max_chars=MAX_GT_CHARS)
+    except ValueError:
+        return "none"
+    return bootcamp_backend(data_source[len(BOOTCAMP_PREFIX):], identity)
 
 
 def check_sources(rows: Iterable[tuple[str, Any]], *, rows_per_source: int = 20,
@@ -123,7 +160,7 @@ def check_sources(rows: Iterable[tuple[str, Any]], *, rows_per_source: int = 20,
             c = checks[ds] = SourceCheck(ds)
             known, c.verifier = can_score(ds)
             if not known:
-                c.problems.append("unknown data_source: no verifier for it here")
+                c.problems.append(f"unknown data_source: no verifier for it here; to fix: {unknown_hint(ds)}")
         c.rows += 1
         if not c.ok and c.problems[0].startswith("unknown"):
             continue
@@ -133,6 +170,12 @@ def check_sources(rows: Iterable[tuple[str, Any]], *, rows_per_source: int = 20,
             c.bad_ground_truth += 1
             if c.bad_ground_truth <= 3:
                 c.problems.append(f"row {c.rows}: ground truth does not parse: {str(e)[:120]}")
+            continue
+        if c.verifier in ("built-in", "internbootcamp") and row_backend(ds, gt) == "none":
+            c.unscorable += 1
+            if c.unscorable <= 3:
+                c.problems.append(f"row {c.rows}: the built-in verifier does not support this row "
+                                  f"({_row_label(gt)}); to fix: {unknown_hint(ds)}")
             continue
         if c.scored >= rows_per_source:
             continue

@@ -175,3 +175,65 @@ def verl_config_dir() -> Path | None:
         return None
     d = Path(list(spec.submodule_search_locations)[0]) / "trainer" / "config"
     return d if (d / "ppo_trainer.yaml").is_file() else None
+
+
+@dataclass
+class SourceRows:
+    """Rows of one data_source in the launch's training files."""
+
+    rows: int = 0
+    unscorable: int = 0  # no verifier for the row here
+    over_length: int = 0  # longer than max_prompt_length: verl's filter drops them
+
+
+def source_report(files: list[str], max_prompt_length: int) -> dict[str, SourceRows]:
+    """Per data_source: rows, rows with no verifier, rows whose prompt exceeds ``max_prompt_length``
+    tokens (counted with llmctl's tokenizer and chat template, as ``llmctl export hf`` writes them)."""
+    import pyarrow.parquet as pq
+
+    from llmctl.core.data.chat import encode_prompt
+    from llmctl.core.verl.check import row_backend
+
+    out: dict[str, SourceRows] = {}
+    known: dict[str, bool] = {}
+    for f in files:
+        table = pq.read_table(f, columns=["data_source", "prompt", "reward_model"])
+        for ds, prompt, rm in zip(*(table.column(i).to_pylist() for i in range(3)), strict=True):
+            r = out.setdefault(ds, SourceRows())
+            r.rows += 1
+            gt = (rm or {}).get("ground_truth")
+            key = ds if not ds.startswith("bootcamp/") else None
+            ok = known.get(key) if key else None
+            if ok is None:
+                ok = row_backend(ds, gt) not in ("none", "none (no verl)")
+                if key:
+                    known[key] = ok
+            r.unscorable += not ok
+            if len(encode_prompt(prompt)) > max_prompt_length:
+                r.over_length += 1
+    return out
+
+
+def drop_unscorable(files: list[str], out_dir: Path) -> tuple[list[str], dict[str, int]]:
+    """Copies of ``files`` under ``out_dir`` without the rows that have no verifier; returns the new
+    files and the rows dropped per data_source."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from llmctl.core.verl.check import row_backend
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dropped: dict[str, int] = {}
+    new_files = []
+    for i, f in enumerate(files):
+        table = pq.read_table(f)
+        sources = table.column("data_source").to_pylist()
+        gts = [(rm or {}).get("ground_truth") for rm in table.column("reward_model").to_pylist()]
+        keep = [row_backend(ds, gt) not in ("none", "none (no verl)") for ds, gt in zip(sources, gts, strict=True)]
+        for ds, k in zip(sources, keep, strict=True):
+            if not k:
+                dropped[ds] = dropped.get(ds, 0) + 1
+        path = out_dir / f"{i:03d}_{Path(f).name}"
+        pq.write_table(table.filter(pa.array(keep)), path)
+        new_files.append(str(path))
+    return new_files, dropped

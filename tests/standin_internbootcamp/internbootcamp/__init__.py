@@ -2,8 +2,11 @@
 
 It has the interface ``llmctl.core.verl_reward`` relies on: bootcamp classes exported at the
 package top level, named ``<Name>bootcamp``, each with a classmethod
-``verify_score(model_output, identity, format_score=0, ...) -> float``. The scoring rules mimic
-``Basebootcamp.verify_score`` (no answer -> 0, a wrong answer -> ``format_score``, right -> 1).
+``verify_score(model_output, identity, format_score=0, short_penalty=True, short_threshold=100,
+format_penalty=True) -> float``: upstream's real signature and defaults at 18a5525 (so a caller
+that leaves the penalties at their defaults gets them, as with the real package). The rule is
+upstream's: too short -> 0, no ``</think>`` -> 0 (each when its penalty is on), no answer -> 0, a
+wrong answer -> ``format_score``, right -> 1.
 Also present, to prove the lookup only ever picks bootcamp classes defined in this package: a
 plain function, a module attribute, and a class imported from elsewhere.
 """
@@ -28,9 +31,13 @@ class Basebootcamp:
         raise NotImplementedError
 
     @classmethod
-    def verify_score(cls, model_output, identity, format_score=0, short_penalty=False, short_threshold=256,
-                     ans_threshold=128, format_penalty=False) -> float:
+    def verify_score(cls, model_output, identity, format_score=0, short_penalty=True, short_threshold=100,
+                     format_penalty=True) -> float:
         CALLS.append((cls.__name__, model_output))
+        if short_penalty and len(model_output) < short_threshold:
+            return 0.0
+        if format_penalty and "</think>" not in model_output:
+            return 0.0
         solution = cls.extract_output(model_output)
         if solution is None:
             return 0.0

@@ -1,0 +1,71 @@
+"""Built-in verifiers for InternBootcamp task types, one module per type.
+
+Each task module defines ``TASK``, a :class:`~llmctl.core.rewards.bootcamp.score.BootcampTask`
+written from the upstream class's scoring rules (InternLM/InternBootcamp @ 18a5525; our own code:
+model text is never ``eval``-ed, every scan is linear, sizes are capped). Adding a type is adding a
+module here: :func:`tasks` finds every module of this package that has a ``TASK``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import pkgutil
+from typing import Any
+
+from llmctl.core.rewards.bootcamp.score import (
+    CONVENTIONS,
+    DEFAULT_CONVENTION,
+    BootcampTask,
+    Convention,
+    convention,
+    verify_score,
+)
+
+__all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "BootcampTask", "Convention", "builtin_task", "convention",
+           "parse_ground_truth", "shared_ground_truth", "tasks", "verify_score"]
+
+
+@functools.cache
+def tasks() -> dict[str, BootcampTask]:
+    """``{lowercase name: task}`` for every task module in this package."""
+    out: dict[str, BootcampTask] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        task = getattr(module, "TASK", None)
+        if isinstance(task, BootcampTask):
+            out[task.name.lower()] = task
+    return out
+
+
+def builtin_task(name: str) -> BootcampTask | None:
+    """The built-in task for a bootcamp name (case-insensitive), or None."""
+    return tasks().get(name.lower())
+
+
+def shared_ground_truth(ground_truth: Any) -> dict:
+    """:func:`parse_ground_truth`, cached for JSON strings (a GRPO group scores one row n times).
+    The dict is shared between calls: only for checks that never change it (the built-ins)."""
+    if isinstance(ground_truth, str) and len(ground_truth) <= 100_000:
+        return _parsed(ground_truth)
+    return parse_ground_truth(ground_truth)
+
+
+@functools.lru_cache(maxsize=2048)
+def _parsed(ground_truth: str) -> dict:
+    return parse_ground_truth(ground_truth)
+
+
+def parse_ground_truth(ground_truth: Any, *, max_chars: int = 1_000_000) -> dict:
+    """A bootcamp ground truth (the upstream "identity") as a fresh dict; verl stores it as JSON."""
+    if isinstance(ground_truth, dict):
+        return json.loads(json.dumps(ground_truth))  # a copy: a check must never change the row
+    if not isinstance(ground_truth, str | bytes):
+        raise ValueError(f"ground truth is a {type(ground_truth).__name__}, expected a JSON object string")
+    if len(ground_truth) > max_chars:
+        raise ValueError(f"ground truth is {len(ground_truth)} characters (limit {max_chars})")
+    value = json.loads(ground_truth)
+    if not isinstance(value, dict):
+        raise ValueError(f"ground truth JSON is a {type(value).__name__}, expected an object")
+    return value
