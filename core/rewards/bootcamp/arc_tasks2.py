@@ -4,6 +4,7 @@ prompts and checked against them and the oracle's gold answers."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 from llmctl.core.rewards.bootcamp.arc_tasks import Grid, as_grid, crop, mirror_cols, most, objects, rotate_cw
@@ -48,6 +49,57 @@ def _plug(box: list[list[int]], piece: Grid, bg: int, color: int) -> bool:
     return False
 
 
+def upscale(g: Grid, k: int) -> Grid:
+    """Each cell blown up to a k by k block."""
+    return tuple(tuple(v for v in row for _ in range(k)) for row in g for _ in range(k))
+
+
+def _box(cells: list[tuple[int, int]]) -> tuple[int, int, int, int]:
+    """Top, left, bottom, right."""
+    rows, cols = [i for i, _ in cells], [j for _, j in cells]
+    return min(rows), min(cols), max(rows), max(cols)
+
+
+def _motif(g: Grid, bg: int) -> list[tuple[int, int]]:
+    """The shape with the most colors, with every shape that touches its bounding box."""
+    parts = objects(g, bg)
+    cells = max(parts, key=lambda c: (len({g[i][j] for i, j in c}), len(c)))
+    grown = True
+    while grown:
+        top, left, bottom, right = _box(cells)
+        near = [p for p in parts if p[0] not in cells and any(top - 1 <= i <= bottom + 1 and left - 1 <= j <= right + 1 for i, j in p)]
+        grown = bool(near)
+        cells = cells + [c for p in near for c in p]
+    return cells
+
+
+def t_6aa20dc0(g: Grid) -> Grid:
+    """The many-colored motif is completed wherever its marks recur, turned, mirrored or scaled up.
+
+    The motif's most common color is its body, the other colors its marks; wherever all marks of
+    a turned or scaled copy sit on the grid, the copy's body is painted over the background.
+    Bigger copies are found first, and a mark serves one copy only."""
+    bg = most(g)
+    motif = crop(g, _motif(g, bg))
+    body = Counter(v for row in motif for v in row if v != bg).most_common(1)[0][0]
+    h, w = len(g), len(g[0])
+    out = [list(r) for r in g]
+    used: set[tuple[int, int]] = set()
+    for k in range(min(h, w) // max(len(motif), len(motif[0])), 0, -1):
+        for shape in dict.fromkeys(orientations(upscale(motif, k))):
+            marks = [(i, j, v) for i, row in enumerate(shape) for j, v in enumerate(row) if v not in (bg, body)]
+            fill = [(i, j) for i, row in enumerate(shape) for j, v in enumerate(row) if v == body]
+            for r in range(h - len(shape) + 1):
+                for c in range(w - len(shape[0]) + 1):
+                    if all(g[r + i][c + j] == v and (r + i, c + j) not in used for i, j, v in marks):
+                        used.update((r + i, c + j) for i, j, _ in marks)
+                        for i, j in fill:
+                            if g[r + i][c + j] == bg:
+                                out[r + i][c + j] = body
+    return as_grid(out)
+
+
 TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "97a05b5b": t_97a05b5b,
+    "6aa20dc0": t_6aa20dc0,
 }
