@@ -7,7 +7,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from llmctl.core.rewards.bootcamp.arc_tasks import Grid, as_grid, crop, mirror_cols, most, objects, rotate_cw
+from llmctl.core.rewards.bootcamp.arc_tasks import (
+    Grid,
+    as_grid,
+    crop,
+    least,
+    mirror_cols,
+    most,
+    objects,
+    rotate_cw,
+)
 
 
 def orientations(g: Grid) -> Iterator[Grid]:
@@ -99,7 +108,16 @@ def t_6aa20dc0(g: Grid) -> Grid:
     return as_grid(out)
 
 
+def t_32597951(g: Grid) -> Grid:
+    """Inside the bounding box of the rarest color, every other cell turns 3."""
+    mark = least(g)
+    top, left, bottom, right = _box([(i, j) for i, r in enumerate(g) for j, v in enumerate(r) if v == mark])
+    return as_grid([[3 if top <= i <= bottom and left <= j <= right and v != mark else v for j, v in enumerate(r)]
+                    for i, r in enumerate(g)])
+
+
 TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "97a05b5b": t_97a05b5b,
     "6aa20dc0": t_6aa20dc0,
+    "32597951": t_32597951,
 }
