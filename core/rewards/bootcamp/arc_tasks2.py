@@ -16,6 +16,7 @@ from llmctl.core.rewards.bootcamp.arc_tasks import (
     most,
     objects,
     rotate_cw,
+    turned,
 )
 
 
@@ -116,8 +117,36 @@ def t_32597951(g: Grid) -> Grid:
                     for i, r in enumerate(g)])
 
 
+def t_6d58a25d(g: Grid) -> Grid:
+    """Below the open side of the chevron, a column (or row) holding a dot fills with the dot's color.
+
+    The chevron is the biggest one-color shape; its open side is the bounding-box edge it touches
+    most (the two arm tips, against the single apex). Each line that crosses the chevron and holds a
+    dot past it fills, from the chevron to the grid's edge, with the dots' color."""
+    bg = most(g)
+    shape = max(objects(g, bg, same_color=True), key=len)
+    color = g[shape[0][0]][shape[0][1]]
+    top, left, bottom, right = _box(shape)
+    touches = [sum(i == bottom for i, _ in shape), sum(j == right for _, j in shape),
+               sum(i == top for i, _ in shape), sum(j == left for _, j in shape)]
+    k = touches.index(max(touches))  # quarter turns that bring the open side to the bottom
+    t = [list(r) for r in turned(g, k)]
+    for j in range(len(t[0])):
+        col = [t[i][j] for i in range(len(t))]
+        if color not in col:
+            continue
+        start = max(i for i, v in enumerate(col) if v == color) + 1
+        dots = {v for v in col[start:] if v != bg}
+        if len(dots) == 1:
+            dot = dots.pop()
+            for i in range(start, len(t)):
+                t[i][j] = dot
+    return turned(as_grid(t), -k)
+
+
 TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "97a05b5b": t_97a05b5b,
     "6aa20dc0": t_6aa20dc0,
     "32597951": t_32597951,
+    "6d58a25d": t_6d58a25d,
 }
