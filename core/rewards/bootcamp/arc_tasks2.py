@@ -120,12 +120,12 @@ def t_32597951(g: Grid) -> Grid:
 def t_6d58a25d(g: Grid) -> Grid:
     """Below the open side of the chevron, a column (or row) holding a dot fills with the dot's color.
 
-    The chevron is the biggest one-color shape; its open side is the bounding-box edge it touches
+    The chevron is the rarest color; its open side is the bounding-box edge it touches
     most (the two arm tips, against the single apex). Each line that crosses the chevron and holds a
     dot past it fills, from the chevron to the grid's edge, with the dots' color."""
     bg = most(g)
-    shape = max(objects(g, bg, same_color=True), key=len)
-    color = g[shape[0][0]][shape[0][1]]
+    color = least(g)
+    shape = [(i, j) for i, r in enumerate(g) for j, v in enumerate(r) if v == color]
     top, left, bottom, right = _box(shape)
     touches = [sum(i == bottom for i, _ in shape), sum(j == right for _, j in shape),
                sum(i == top for i, _ in shape), sum(j == left for _, j in shape)]
