@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from llmctl.core.rewards.bootcamp.arc_tasks import (
     Grid,
     as_grid,
+    colors,
     crop,
     least,
     mirror_cols,
@@ -144,9 +145,34 @@ def t_6d58a25d(g: Grid) -> Grid:
     return turned(as_grid(t), -k)
 
 
+def t_d07ae81c(g: Grid) -> Grid:
+    """Each dot shoots its four diagonals to the edges, colored after the area they cross.
+
+    The two most common colors are the areas; a dot sitting in an area names that area's ray color."""
+    h, w = len(g), len(g[0])
+    areas = [c for c, _ in colors(g).most_common(2)]
+    dots = [(i, j) for i in range(h) for j in range(w) if g[i][j] not in areas]
+    paint: dict[int, int] = {}
+    for i, j in dots:
+        around = Counter(g[a][b] for a, b in ((i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1))
+                         if 0 <= a < h and 0 <= b < w and g[a][b] in areas)
+        if around:
+            paint.setdefault(around.most_common(1)[0][0], g[i][j])
+    out = [list(r) for r in g]
+    for i, j in dots:
+        for di, dj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+            a, b = i + di, j + dj
+            while 0 <= a < h and 0 <= b < w:
+                if g[a][b] in paint:
+                    out[a][b] = paint[g[a][b]]
+                a, b = a + di, b + dj
+    return as_grid(out)
+
+
 TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "97a05b5b": t_97a05b5b,
     "6aa20dc0": t_6aa20dc0,
     "32597951": t_32597951,
     "6d58a25d": t_6d58a25d,
+    "d07ae81c": t_d07ae81c,
 }
