@@ -169,10 +169,55 @@ def t_d07ae81c(g: Grid) -> Grid:
     return as_grid(out)
 
 
+def _diagonal(cells: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """``(sign, k)`` when all cells lie on one diagonal, ``j - sign * i == k``; else None."""
+    for sign in (1, -1):
+        ks = {j - sign * i for i, j in cells}
+        if len(ks) == 1 and len(cells) > 2:
+            return sign, ks.pop()
+    return None
+
+
+def t_a78176bb(g: Grid) -> Grid:
+    """Each triangle leaning on a diagonal line is erased and the line is drawn again past it.
+
+    The copy runs parallel, through the cell diagonally beyond the triangle's far corner (two
+    diagonals past the triangle's farthest cell); longer lines are drawn last."""
+    bg = most(g)
+    h, w = len(g), len(g[0])
+    lines = []
+    rest = [list(r) for r in g]
+    for cells in objects(g, bg, same_color=True):
+        line = _diagonal(cells)
+        if line:
+            lines.append((len(cells), line, g[cells[0][0]][cells[0][1]], cells))
+            for i, j in cells:
+                rest[i][j] = bg
+    blobs = objects(as_grid(rest), bg, diagonal=False, same_color=True)
+    out = [list(r) for r in g]
+    new = []
+    for _, (sign, k), color, cells in sorted(lines):
+        on = set(cells)
+        for blob in blobs:
+            if not any((i + a, j + b) in on for i, j in blob for a, b in ((0, 1), (1, 0), (0, -1), (-1, 0))):
+                continue
+            offsets = [j - sign * i - k for i, j in blob]
+            far = max(offsets, key=abs)
+            new.append((k + far + (2 if far > 0 else -2), sign, color))
+            for i, j in blob:
+                out[i][j] = bg
+    for k, sign, color in new:
+        for i in range(h):
+            if 0 <= k + sign * i < w:
+                out[i][k + sign * i] = color
+    return as_grid(out)
+
+
 TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "97a05b5b": t_97a05b5b,
     "6aa20dc0": t_6aa20dc0,
     "32597951": t_32597951,
     "6d58a25d": t_6d58a25d,
     "d07ae81c": t_d07ae81c,
+    "a78176bb": t_a78176bb,
 }
