@@ -16,6 +16,7 @@ from llmctl.core.rewards.bootcamp.arc_tasks import (
     mirror_cols,
     most,
     objects,
+    rotate_ccw,
     rotate_cw,
     turned,
 )
@@ -213,6 +214,15 @@ def t_a78176bb(g: Grid) -> Grid:
     return as_grid(out)
 
 
+def t_e9afcf9a(g: Grid) -> Grid:
+    """Striped rows pair up from the outside in (first with last, …) and each takes its partner's
+    color on every other cell, starting with the second. Striped columns are done the same way."""
+    if any(len(set(r)) > 1 for r in g):
+        return rotate_cw(t_e9afcf9a(rotate_ccw(g))) if all(len(set(r)) == 1 for r in rotate_ccw(g)) else g
+    n = len(g)
+    return as_grid([[g[n - 1 - i][0] if j % 2 else v for j, v in enumerate(r)] for i, r in enumerate(g)])
+
+
 TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "97a05b5b": t_97a05b5b,
     "6aa20dc0": t_6aa20dc0,
@@ -220,4 +230,5 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "6d58a25d": t_6d58a25d,
     "d07ae81c": t_d07ae81c,
     "a78176bb": t_a78176bb,
+    "e9afcf9a": t_e9afcf9a,
 }
