@@ -223,6 +223,42 @@ def t_e9afcf9a(g: Grid) -> Grid:
     return as_grid([[g[n - 1 - i][0] if j % 2 else v for j, v in enumerate(r)] for i, r in enumerate(g)])
 
 
+def transpose(g: Grid) -> Grid:
+    """Rows as columns."""
+    return tuple(zip(*g, strict=True))
+
+
+def t_ecdecbb3(g: Grid) -> Grid:
+    """Each dot runs to the nearest full line on either side; where it meets a line, a ring of the
+    line's color frames the dot's color."""
+    bg = most(g)
+    full = [i for i, r in enumerate(g) if len(set(r)) == 1 and r[0] != bg]
+    if not full:
+        return transpose(t_ecdecbb3(transpose(g))) if any(len(set(c)) == 1 and c[0] != bg
+                                                          for c in transpose(g)) else g
+    line = g[full[0]][0]
+    h, w = len(g), len(g[0])
+    out = [list(r) for r in g]
+    hits = []
+    for i in range(h):
+        for j in range(w):
+            dot = g[i][j]
+            if dot in (bg, line) or i in full:
+                continue
+            for stop in (max((k for k in full if k < i), default=None), min((k for k in full if k > i), default=None)):
+                if stop is not None:
+                    for k in range(min(i, stop), max(i, stop)):
+                        out[k][j] = dot
+                    hits.append((stop, j, dot))
+    for i, j, _ in hits:
+        for a in range(max(i - 1, 0), min(i + 2, h)):
+            for b in range(max(j - 1, 0), min(j + 2, w)):
+                out[a][b] = line
+    for i, j, dot in hits:
+        out[i][j] = dot
+    return as_grid(out)
+
+
 TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "97a05b5b": t_97a05b5b,
     "6aa20dc0": t_6aa20dc0,
@@ -231,4 +267,5 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "d07ae81c": t_d07ae81c,
     "a78176bb": t_a78176bb,
     "e9afcf9a": t_e9afcf9a,
+    "ecdecbb3": t_ecdecbb3,
 }
