@@ -259,6 +259,49 @@ def t_ecdecbb3(g: Grid) -> Grid:
     return as_grid(out)
 
 
+_ORBITS = (((0, 0),), ((-1, -1), (-1, 1), (1, -1), (1, 1)), ((-2, 0), (2, 0), (0, -2), (0, 2)),
+           ((-2, -2), (-2, 2), (2, -2), (2, 2)))
+_LATTICE = {d for orbit in _ORBITS for d in orbit}
+
+
+def _centered(g: Grid, bg: int, i: int, j: int) -> tuple[int, int] | None:
+    """For a 5 by 5 pattern centred on ``(i, j)``: the cells it would add and minus the marks it holds;
+    None where it cannot be one (a mark off the pattern's lattice, or an orbit of two colors)."""
+    if not (2 <= i < len(g) - 2 and 2 <= j < len(g[0]) - 2) or g[i][j] == bg:
+        return None
+    if any(g[i + a][j + b] != bg for a in range(-2, 3) for b in range(-2, 3) if (a, b) not in _LATTICE):
+        return None
+    added = marks = 0
+    for orbit in _ORBITS:
+        held = [g[i + a][j + b] for a, b in orbit if g[i + a][j + b] != bg]
+        if len(set(held)) > 1:
+            return None
+        marks += len(held)
+        added += len(orbit) - len(held) if held else 0
+    return added, -marks
+
+
+def t_11852cab(g: Grid) -> Grid:
+    """Each 5 by 5 pattern (an X lattice around a centre) is completed to look the same turned or
+    mirrored: every cell takes the color its turned copies hold. Centres that add the fewest cells
+    (then hold the most) are chosen first, their windows apart."""
+    bg = most(g)
+    h, w = len(g), len(g[0])
+    scores = {(i, j): _centered(g, bg, i, j) for i in range(h) for j in range(w)}
+    out = [list(r) for r in g]
+    taken: set[tuple[int, int]] = set()
+    for i, j in sorted((c for c, s in scores.items() if s), key=lambda c: (scores[c], c)):
+        window = {(i + a, j + b) for a in range(-2, 3) for b in range(-2, 3)}
+        if window & taken:
+            continue
+        taken |= window
+        for orbit in _ORBITS:
+            color = next((g[i + a][j + b] for a, b in orbit if g[i + a][j + b] != bg), bg)
+            for a, b in orbit:
+                out[i + a][j + b] = color
+    return as_grid(out)
+
+
 TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "97a05b5b": t_97a05b5b,
     "6aa20dc0": t_6aa20dc0,
@@ -268,4 +311,5 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "a78176bb": t_a78176bb,
     "e9afcf9a": t_e9afcf9a,
     "ecdecbb3": t_ecdecbb3,
+    "11852cab": t_11852cab,
 }
