@@ -37,12 +37,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
 from llmctl.core.data.text_sources import TXT_DOCS_CHOICES, Source
+from llmctl.core.params import param, run_only_names
+from llmctl.core.stages import ParamError, config_params, get_stage, params_dict
 
 STAGE = "prepare-pretrain"
 FORMAT = "llmctl.tokens/1"
@@ -52,33 +54,29 @@ BATCH_CHARS = 1 << 20  # text per tokenizer batch (or batch_docs documents, whic
 # 1 MB keeps the Python int lists of a tokenized batch small (~10 MB) and was faster than 4 MB
 OUTPUTS = {"train": "data/pile_train.h5", "val": "data/pile_dev.h5"}
 MANIFEST_SKIPPED = 10_000  # skipped records listed in the manifest (all are in the file's ``skipped``)
-# parameters that change how a run goes, not what it writes (a resumed run may change them)
-RUN_ONLY = ("resume", "workers", "on_error", "batch_docs", "flush_tokens")
 
 
 @dataclass
 class PreparePretrainParams:
     """Parameters of ``llmctl prepare pretrain``."""
 
-    inputs: list[str] = field(default_factory=list, metadata={
-        "help": "Shards: .jsonl.zst/.jsonl/.jsonl.gz/.txt paths, folders, globs or hf://datasets/<repo>/<file>."})
-    split: str = field(default="train", metadata={
-        "help": "train -> data/pile_train.h5, val -> data/pile_dev.h5."})
-    out: str = field(default="", metadata={"help": "Output path instead of the split's (workspace-relative or absolute)."})
-    val_fraction: float = field(default=0.0, metadata={
-        "help": "Carve this share of documents (seeded hash of the text) into pile_dev.h5, writing both files."})
-    num_shards: int = field(default=0, metadata={"help": "Use only the first N input files (0 = all)."})
-    max_tokens: int = field(default=0, metadata={
-        "help": "Stop after the document that brings the total to this many tokens (0 = no limit)."})
-    txt_docs: str = field(default="file", metadata={"help": "How a .txt splits into documents: file, lines or paragraphs."})
-    on_error: str = field(default="fail", metadata={"help": "Bad records: fail, or skip (counted, reported, capped)."})
-    resume: bool = field(default=False, metadata={"help": "Continue a killed run from its temporary file."})
-    workers: int = field(default=0, metadata={"help": "Tokenizer threads (0 = all cores)."})
-    batch_docs: int = field(default=2048, metadata={"help": "Documents per tokenizer batch (also capped at ~1 MB of text)."})
-    seed: int = field(default=1234, metadata={"help": "Seed of the train/dev split."})
-    chunk_tokens: int = field(default=DEFAULT_CHUNK_TOKENS, metadata={"help": "HDF5 chunk size in tokens."})
-    flush_tokens: int = field(default=DEFAULT_FLUSH_TOKENS, metadata={
-        "help": "Tokens buffered before each block write (each write is a resume point)."})
+    inputs: list[str] = param("Shards: .jsonl.zst/.jsonl/.jsonl.gz/.txt paths, folders, globs or "
+                              "hf://datasets/<repo>/<file>.", [])
+    split: str = param("train -> data/pile_train.h5, val -> data/pile_dev.h5.", "train")
+    out: str = param("Output path instead of the split's (workspace-relative or absolute).", "")
+    val_fraction: float = param("Carve this share of documents (seeded hash of the text) into pile_dev.h5, "
+                                "writing both files.", 0.0)
+    num_shards: int = param("Use only the first N input files (0 = all).", 0)
+    max_tokens: int = param("Stop after the document that brings the total to this many tokens (0 = no limit).", 0)
+    txt_docs: str = param("How a .txt splits into documents: file, lines or paragraphs.", "file")
+    on_error: str = param("Bad records: fail, or skip (counted, reported, capped).", "fail", run_only=True)
+    resume: bool = param("Continue a killed run from its temporary file.", False, run_only=True)
+    workers: int = param("Tokenizer threads (0 = all cores).", 0, run_only=True)
+    batch_docs: int = param("Documents per tokenizer batch (also capped at ~1 MB of text).", 2048, run_only=True)
+    seed: int = param("Seed of the train/dev split.", 1234)
+    chunk_tokens: int = param("HDF5 chunk size in tokens.", DEFAULT_CHUNK_TOKENS, run_only=True)
+    flush_tokens: int = param("Tokens buffered before each block write (each write is a resume point).",
+                              DEFAULT_FLUSH_TOKENS, run_only=True)
 
     def validate(self) -> None:
         if self.split not in OUTPUTS:
@@ -422,9 +420,9 @@ def output_paths(ws: Any, params: PreparePretrainParams) -> dict[str, Path]:
 
 def resume_key(params: PreparePretrainParams, infos: list[dict[str, Any]]) -> str:
     """What must match for a tmp file to be resumed: the output-shaping params and the sources."""
-    from llmctl.core.stages import params_dict
 
-    p = {k: v for k, v in params_dict(params).items() if k not in RUN_ONLY}
+    run_only = run_only_names(type(params))  # a resumed run may change these
+    p = {k: v for k, v in params_dict(params).items() if k not in run_only}
     return json.dumps({"params": p, "sources": infos}, sort_keys=True)
 
 
@@ -474,7 +472,6 @@ def run(ws: Any, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]
     from llmctl.core.artifacts import ArtifactBusy, ArtifactWriter, check_free_space, manifest_path, read_lock
     from llmctl.core.data.text_sources import expand_inputs, input_fingerprint, source_info
     from llmctl.core.metrics import MetricsWriter
-    from llmctl.core.stages import ParamError, params_dict
 
     params.validate()
     if not params.inputs:
@@ -494,6 +491,7 @@ def run(ws: Any, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]
     infos = [source_info(s) for s in sources]
     inputs_fp = {s.name: input_fingerprint(s) for s in sources}
     pdict = params_dict(params)
+    cfg = config_params(get_stage(STAGE), ws.config)
     key = resume_key(params, infos)
     run_dir = Path(run_dir)
     runs.write_provenance(run_dir, stage=STAGE, params=pdict, seed=params.seed, tokenizer=tok.describe(),
@@ -503,7 +501,7 @@ def run(ws: Any, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]
     try:
         with contextlib.ExitStack() as stack:
             aws = {role: stack.enter_context(ArtifactWriter(path, stage=STAGE, params=pdict, inputs=inputs_fp,
-                                                            keep_tmp=True))
+                                                            keep_tmp=True, config_params=cfg))
                    for role, path in paths.items()}
             writers, policy, start = _open_outputs(aws, params, key, display)
             stack.callback(lambda: [w.close() for w in writers.values()])
@@ -575,7 +573,6 @@ def _open_outputs(aws: dict[str, Any], params: PreparePretrainParams, key: str, 
 def _try_resume(tmps: dict[str, Path], params: PreparePretrainParams, key: str, policy: ErrorPolicy,
                 display: _Display) -> tuple[dict[str, TokenWriter], tuple[int, int]] | None:
     """Reopen the tmp files at their last progress record, or None (with a note) to start over."""
-    from llmctl.core.stages import ParamError
 
     roles = list(tmps)
     first = tmps[roles[0]].name

@@ -15,34 +15,31 @@ decimals normalised). Train questions that also occur in the test split are drop
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmctl.core.data import hf_sources
 from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.params import param
+from llmctl.core.stages import config_params, get_stage, params_dict
 
 GSM8K_SOURCE = "openai/gsm8k"
 
-
-def _h(text: str, default: Any = None, factory: Any = None) -> Any:
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass
 class PrepareRLParams:
     """Parameters of ``llmctl prepare rl``."""
 
-    gsm8k: str = _h("GSM8K: hub id (config 'main') or a local folder with train/test files.", GSM8K_SOURCE)
-    gsm8k_train: str = _h("Local GSM8K train file (overrides the folder/hub train split).", "")
-    gsm8k_test: str = _h("Local GSM8K test file (overrides the folder/hub test split).", "")
-    max_examples: int = _h("At most this many GSM8K prompts per split, a seeded sample (0 = all).", 0)
-    arithmetic_n: int = _h("Arithmetic prompts per level.", 1000)
-    arithmetic_levels: list[int] = _h("Arithmetic levels to generate.", factory=lambda: [1, 2, 3, 4, 5, 6])
-    seed: int = _h("Seed for sampling and the arithmetic generator.", 1337)
-    on_error: str = _h("Bad records: fail, or skip (counted in the manifest).", "fail")
+    gsm8k: str = param("GSM8K: hub id (config 'main') or a local folder with train/test files.", GSM8K_SOURCE)
+    gsm8k_train: str = param("Local GSM8K train file (overrides the folder/hub train split).", "")
+    gsm8k_test: str = param("Local GSM8K test file (overrides the folder/hub test split).", "")
+    max_examples: int = param("At most this many GSM8K prompts per split, a seeded sample (0 = all).", 0)
+    arithmetic_n: int = param("Arithmetic prompts per level.", 1000, ge=0, le=1_000_000)
+    arithmetic_levels: list[int] = param("Arithmetic levels to generate.", [1, 2, 3, 4, 5, 6])
+    seed: int = param("Seed for sampling and the arithmetic generator.", 1337)
+    on_error: str = param("Bad records: fail, or skip (counted in the manifest).", "fail", run_only=True)
 
     def validate(self) -> None:
         from llmctl.core.data.arithmetic import LEVELS
@@ -176,17 +173,17 @@ def run(ws: Any, params: PrepareRLParams, run_dir: Path | None = None) -> dict[s
     import contextlib
 
     from llmctl.core.artifacts import ArtifactWriter, commit_together
-    from llmctl.core.stages import params_dict
 
     params.validate()
     policy = ErrorPolicy(params.on_error)
     pdict = params_dict(params)
+    cfg = config_params(get_stage("prepare-rl"), ws.config)
     outs = {"train": ws.path("data/rl_prompts_train.jsonl"), "test": ws.path("data/rl_prompts_test.jsonl"),
             "arithmetic": ws.path("data/arithmetic_prompts.jsonl")}
     if not uses_gsm8k(params):
         outs = {"arithmetic": outs["arithmetic"]}
     with contextlib.ExitStack() as stack:
-        writers = {k: stack.enter_context(ArtifactWriter(p, stage="prepare-rl", params=pdict)) for k, p in outs.items()}
+        writers = {k: stack.enter_context(ArtifactWriter(p, stage="prepare-rl", params=pdict, config_params=cfg)) for k, p in outs.items()}
         built = build(params, policy)
         for k, w in writers.items():
             write_jsonl(w, built[k])

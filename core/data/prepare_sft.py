@@ -26,12 +26,14 @@ import json
 import random
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmctl.core.data import hf_sources
 from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.params import param
+from llmctl.core.stages import config_params, get_stage, params_dict
 
 SFT_SOURCES = ("alpaca", "dolly", "gsm8k")
 ARITHMETIC = "arithmetic"
@@ -39,28 +41,23 @@ GSM8K_CONFIG = "main"
 FORMAT = "llmctl-sft-v1"
 
 
-def _h(text: str, default: Any = None, factory: Any = None) -> Any:
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
-
 
 @dataclass
 class PrepareSFTParams:
     """Parameters of ``llmctl prepare sft``."""
 
-    sources: list[str] = _h("Sources to use: " + ", ".join(SFT_SOURCES) + ".", factory=lambda: list(SFT_SOURCES))
-    alpaca: str = _h("Alpaca: hub id or local .json/.jsonl/.parquet file.", "tatsu-lab/alpaca")
-    dolly: str = _h("Dolly: hub id or local file.", "databricks/databricks-dolly-15k")
-    gsm8k: str = _h("GSM8K: hub id (config 'main', split train) or a local train file or folder.",
+    sources: list[str] = param("Sources to use: " + ", ".join(SFT_SOURCES) + ".", list(SFT_SOURCES))
+    alpaca: str = param("Alpaca: hub id or local .json/.jsonl/.parquet file.", "tatsu-lab/alpaca")
+    dolly: str = param("Dolly: hub id or local file.", "databricks/databricks-dolly-15k")
+    gsm8k: str = param("GSM8K: hub id (config 'main', split train) or a local train file or folder.",
                     "openai/gsm8k")
-    max_examples: int = _h("At most this many examples per source, a seeded sample (0 = all).", 0)
-    seq_len: int = _h("Tokens per packed row.", 1024)
-    seed: int = _h("Seed for sampling and row order.", 1337)
-    include_arithmetic: int = _h("Arithmetic curriculum examples to add (0 = none).", 0)
-    arithmetic_levels: list[int] = _h("Arithmetic levels the added examples cycle through.",
-                                      factory=lambda: [1, 2, 3])
-    on_error: str = _h("Bad records: fail, or skip (counted in the manifest).", "fail")
+    max_examples: int = param("At most this many examples per source, a seeded sample (0 = all).", 0)
+    seq_len: int = param("Packed row length: tokens per packed row (training windows are cut from it).", 1024)
+    seed: int = param("Seed for sampling and row order.", 1337)
+    include_arithmetic: int = param("Arithmetic curriculum examples to add (0 = none).", 0, le=10_000_000)
+    arithmetic_levels: list[int] = param("Arithmetic levels the added examples cycle through.",
+                                      [1, 2, 3])
+    on_error: str = param("Bad records: fail, or skip (counted in the manifest).", "fail", run_only=True)
 
     def validate(self) -> None:
         from llmctl.core.data.arithmetic import LEVELS
@@ -300,7 +297,6 @@ def write_h5(path: Path, built: dict[str, Any], *, counts: dict[str, Any], param
 def run(ws: Any, params: PrepareSFTParams, run_dir: Path | None = None) -> dict[str, Any]:
     """Build ``data/sft_packed.h5`` in the workspace."""
     from llmctl.core.artifacts import ArtifactWriter
-    from llmctl.core.stages import params_dict
 
     params.validate()
     tok = ws.tokenizer()
@@ -312,7 +308,8 @@ def run(ws: Any, params: PrepareSFTParams, run_dir: Path | None = None) -> dict[
         inputs[name] = hf_sources.source_fingerprint(spec, "train", name=hub_config)
     out = ws.path("data/sft_packed.h5")
     pdict = params_dict(params)
-    with ArtifactWriter(out, stage="prepare-sft", params=pdict, inputs=inputs) as w:
+    cfg = config_params(get_stage("prepare-sft"), ws.config)
+    with ArtifactWriter(out, stage="prepare-sft", params=pdict, inputs=inputs, config_params=cfg) as w:
         built = build(params, tok, policy)
         p = built["packed"]
         counts = {
