@@ -17,9 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+from rich.rule import Rule
+from rich.table import Table
 from rich.text import Text
 
 from llmctl.core.artifacts import newest_checkpoint, read_manifest
+from llmctl.core.stages import ARTIFACT_BY_NAME, ARTIFACTS
+from llmctl.core.tokenizer import Tokenizer
+from llmctl.core.workspace import Workspace
 
 EOT_ID = 50256
 TOKEN_WINDOW = 256  # tokens per window of a flat token file
@@ -62,9 +68,8 @@ class Preview:
 
 # ---- finding the file behind an artifact name ---------------------------------------------------
 
-def resolve_target(ws: Any, ref: str) -> Path:
+def resolve_target(ws: Workspace | None, ref: str) -> Path:
     """The path behind ``ref``: an artifact name (ARTIFACTS), a workspace-relative or absolute path."""
-    from llmctl.core.stages import ARTIFACT_BY_NAME
 
     spec = ARTIFACT_BY_NAME.get(ref)
     if spec is not None:
@@ -86,8 +91,6 @@ def resolve_target(ws: Any, ref: str) -> Path:
     if not p.is_absolute() and ws is not None and not p.exists():
         p = ws.path(ref)
     if not p.exists():
-        from llmctl.core.stages import ARTIFACTS
-
         names = ", ".join(a.name for a in ARTIFACTS)
         raise FileNotFoundError(f"{ref}: no such artifact or file (artifacts: {names})")
     return p
@@ -120,13 +123,15 @@ def detect_kind(path: str | os.PathLike[str]) -> str:
 
 
 def preview(path: str | os.PathLike[str], *, kind: str | None = None, start: int = 0, count: int | None = None,
-            tokenizer: Any = None, window: int = TOKEN_WINDOW) -> Preview:
+            tokenizer: Tokenizer | None = None, window: int = TOKEN_WINDOW) -> Preview:
     """A page of the artifact at ``path``, starting at row (or token window) ``start``."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
     kind = kind or detect_kind(p)
     start = max(0, int(start))
+    if kind in ("tokens-h5", "sft-h5") and tokenizer is None:
+        raise ValueError(f"{p.name}: decoding tokens needs the workspace's tokenizer (ws.tokenizer())")
     if kind == "tokens-h5":
         return preview_tokens_h5(p, start, count or 2, tokenizer, window)
     if kind == "sft-h5":
@@ -196,14 +201,6 @@ def _h5_meta(f: Any) -> dict[str, Any]:
     return {"attributes": attrs, "datasets": dsets}
 
 
-def _get_tokenizer(tokenizer: Any) -> Any:
-    if tokenizer is not None:
-        return tokenizer
-    from llmctl.core.tokenizer import get_tokenizer
-
-    return get_tokenizer()
-
-
 # ---- token files ---------------------------------------------------------------------------------
 
 def token_text(ids: Any, tokenizer: Any) -> Text:
@@ -224,11 +221,10 @@ def token_text(ids: Any, tokenizer: Any) -> Text:
     return out
 
 
-def preview_tokens_h5(path: Path, start: int, count: int, tokenizer: Any, window: int = TOKEN_WINDOW) -> Preview:
+def preview_tokens_h5(path: Path, start: int, count: int, tok: Tokenizer, window: int = TOKEN_WINDOW) -> Preview:
     """Flat token file: windows of ``window`` tokens decoded to text."""
     import h5py
 
-    tok = _get_tokenizer(tokenizer)
     with h5py.File(path, "r") as f:
         meta = _h5_meta(f)
         d = f["tokens"]
@@ -298,12 +294,11 @@ def sft_row_text(tokens: Any, mask: Any, example_ids: Any, tokenizer: Any) -> Te
     return out
 
 
-def preview_sft_h5(path: Path, start: int, count: int, tokenizer: Any) -> Preview:
+def preview_sft_h5(path: Path, start: int, count: int, tok: Tokenizer) -> Preview:
     """Packed SFT rows: each row token by token, the loss-masked (trained) span highlighted."""
     import h5py
     import numpy as np
 
-    tok = _get_tokenizer(tokenizer)
     with h5py.File(path, "r") as f:
         meta = _h5_meta(f)
         toks = f["tokens"]
@@ -419,7 +414,6 @@ def line_index(path: Path) -> LineIndex:
 
 def read_jsonl_rows(path: str | os.PathLike[str], start: int, count: int) -> tuple[list[Any], int]:
     """Parsed records ``start``..``start+count`` of a JSONL file and its total line count."""
-    import orjson
 
     idx = line_index(Path(path))
     out: list[Any] = []
@@ -543,8 +537,6 @@ def preview_text(path: Path, start: int, count: int) -> Preview:
 
 def render(pv: Preview, meta_limit: int = 40) -> list[Any]:
     """Rich renderables for a preview (used by ``llmctl preview``): the page, then the metadata."""
-    from rich.rule import Rule
-    from rich.table import Table
 
     out: list[Any] = [Rule(f"[bold]{pv.title}[/]", align="left"), Text(str(pv.path), style="dim")]
     if pv.files is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.core import jobs
+from llmctl.core.cli.report import build_report
 from llmctl.core.metrics import iter_series, read_metrics
 from llmctl.core.runs import ENV_RUN_DIR, list_runs
 from llmctl.core.workspace import Workspace
@@ -126,7 +127,6 @@ def run_demo(ws: Workspace, *, corpus: list[str] | None = None, fast: bool = Fal
     if "eval/accuracy" in trends:
         a, b = trends["eval/accuracy"]
         echo(f"GRPO held-out accuracy (prompts it never trains on): {a:.3f} -> {b:.3f}")
-    from llmctl.core.cli.report import build_report
 
     report = build_report(ws)
     echo(f"demo done in {sum(timings.values()):.0f} s; report: {report}")

@@ -14,9 +14,11 @@ from typing import Optional
 import typer
 
 from llmctl.core.cli.common import WorkspaceOpt, app, fail, open_workspace, user_errors
+from llmctl.core.data.chat import encode_prompt, render_prompt
+from llmctl.core.workspace import Workspace
 
 
-def resolve_ckpt(ws, ref: str) -> Path:
+def resolve_ckpt(ws: Workspace, ref: str) -> Path:
     """A ready step folder for ``ref``: a path, or a stage name meaning its newest checkpoint."""
     from llmctl.trainers.checkpoint import find_checkpoint
 
@@ -53,8 +55,6 @@ def sample(
         texts, ids = [], []
         for p in prompt:
             if chat:
-                from llmctl.core.data.chat import encode_prompt, render_prompt
-
                 msgs = [{"role": "user", "content": p}]
                 text, enc = render_prompt(msgs), encode_prompt(msgs, tok)
             else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -27,6 +28,7 @@ from llmctl.core.stages import (
     field_type,
     resolve_params,
 )
+from llmctl.core.workspace import Workspace
 
 
 def _option_name(name: str) -> str:
@@ -113,7 +115,7 @@ def _strip_flags(argv: list[str], flags: dict[str, int]) -> list[str]:
     return out
 
 
-def _clean_leftovers(ws, stage: str) -> None:
+def _clean_leftovers(ws: Workspace, stage: str) -> None:
     """Remove the unfinished checkpoints and locks that killed runs of ``stage`` left (provably dead)."""
     items = clean.checkpoint_leftovers(ws.checkpoints_dir / stage)
     if items:
@@ -121,7 +123,7 @@ def _clean_leftovers(ws, stage: str) -> None:
         print(f"llmctl: removed {len(items)} leftover(s) of killed {stage} runs ({human_bytes(freed)})", flush=True)
 
 
-def execute_stage(stage: Stage, ws, params: Any, run_dir: Path | None = None) -> dict[str, Any] | None:
+def execute_stage(stage: Stage, ws: Workspace, params: Any, run_dir: Path | None = None) -> dict[str, Any] | None:
     """Run a stage in this process, in a run folder, recording its job state.
 
     Without a supervisor writing the run's log.txt (a foreground run, the demo's stages), this
@@ -202,8 +204,6 @@ def _make_stage_command(stage: Stage):
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_list))
             run_dir = runs.new_run_dir(ws.runs_dir, stage.name)
             env[runs.ENV_RUN_DIR] = str(run_dir)
-            import subprocess
-
             runs.begin(run_dir, stage=stage.name, command=argv, state=runs.JobState.RUNNING, pid=os.getpid(),
                        pid_identity=jobs.process_identity(os.getpid()), foreground=True)
             code = subprocess.call(argv, env=env)

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmctl.core.artifacts import file_fingerprint
 from llmctl.core.data.records import InputError, bad_utf8_field, decode_utf8
+from llmctl.core.data.text_sources import Gap, decoded_blocks, gap_error, split_lines
 
 JSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -106,7 +108,6 @@ def resolve_files(spec: str, split: str | None = None) -> list[Path]:
 
 def source_fingerprint(spec: str, split: str | None = None, **hub: Any) -> dict[str, Any]:
     """What a manifest records about a source: file fingerprints, or the hub id and options."""
-    from llmctl.core.artifacts import file_fingerprint
 
     if is_local(spec):
         files = resolve_files(spec, split)
@@ -139,7 +140,6 @@ def _compression(path: Path) -> str | None:
 def _raw_lines(path: Path) -> Iterator[tuple[int, bytes | InputError]]:
     """``(line number, raw bytes)`` of a (gzipped) text file; a truncated or corrupt gzip span
     comes out as an InputError naming the last good line (reading goes on at the next member)."""
-    from llmctl.core.data.text_sources import Gap, decoded_blocks, gap_error, split_lines
 
     lineno = 0
     with open(path, "rb") as f:
@@ -198,8 +198,6 @@ def _read_json_lines(path: Path) -> Iterator[Record | InputError]:
 
 
 def _read_json_list(path: Path) -> Iterator[Record | InputError]:
-    from llmctl.core.data.text_sources import Gap, decoded_blocks
-
     parts = []
     with open(path, "rb") as f:
         for block in decoded_blocks(f, _compression(path)):

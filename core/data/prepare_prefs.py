@@ -29,6 +29,7 @@ Source specs: a hub id, for HH-RLHF optionally with a subset as ``Anthropic/hh-r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -37,17 +38,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmctl.core.artifacts import ArtifactWriter, commit_together
 from llmctl.core.data import hf_sources
+from llmctl.core.data.prepare_rl import write_jsonl
 from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
 from llmctl.core.params import param
 from llmctl.core.stages import config_params, get_stage, params_dict
+from llmctl.core.workspace import Workspace
 
 HH_HUB = "Anthropic/hh-rlhf"
 UF_HUB = "HuggingFaceH4/ultrafeedback_binarized"
 HUB_SPLITS = {"hh-rlhf": ("train", "test"), "ultrafeedback": ("train_prefs", "test_prefs")}
 _TURN = re.compile(r"\n\n(Human|Assistant):")
 ASSISTANT_SEP = "\n\nAssistant:"
-
 
 
 @dataclass
@@ -319,12 +322,9 @@ def build(params: PreparePrefsParams, policy: ErrorPolicy) -> dict[str, Any]:
             "per_source": per_source, "inputs": inputs}
 
 
-def run(ws: Any, params: PreparePrefsParams, run_dir: Path | None = None) -> dict[str, Any]:
+def run(ws: Workspace, params: PreparePrefsParams, run_dir: Path | None = None) -> dict[str, Any]:
     """Build ``data/preferences.jsonl`` and ``data/preferences_test.jsonl`` in the workspace."""
-    import contextlib
 
-    from llmctl.core.artifacts import ArtifactWriter, commit_together
-    from llmctl.core.data.prepare_rl import write_jsonl
 
     params.validate()
     policy = ErrorPolicy(params.on_error)

@@ -37,14 +37,47 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
-from llmctl.core.data.text_sources import TXT_DOCS_CHOICES, Source
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from llmctl.core import atomic, runs
+from llmctl.core.artifacts import (
+    ArtifactBusy,
+    ArtifactWriter,
+    DiskFull,
+    check_free_space,
+    commit_together,
+    free_bytes,
+    human_bytes,
+    manifest_path,
+    read_lock,
+)
+from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError, TooManyErrors
+from llmctl.core.data.text_sources import (
+    TXT_DOCS_CHOICES,
+    Source,
+    expand_inputs,
+    input_fingerprint,
+    iter_documents,
+    source_info,
+)
+from llmctl.core.metrics import MetricsWriter
 from llmctl.core.params import param, run_only_names
 from llmctl.core.stages import ParamError, config_params, get_stage, params_dict
+from llmctl.core.workspace import Workspace
 
 STAGE = "prepare-pretrain"
 FORMAT = "llmctl.tokens/1"
@@ -206,7 +239,6 @@ class TokenWriter:
         """Rewrite a file smaller than one chunk with one exact-size chunk (no half-empty 32 MB chunk)."""
         import h5py
 
-        from llmctl.core import atomic
 
         tmp = self.path.with_name(self.path.name + ".compact")
         with h5py.File(tmp, "w", alignment_threshold=1 << 20, alignment_interval=4096) as g:
@@ -278,8 +310,6 @@ class Reader(threading.Thread):
         return False
 
     def run(self) -> None:
-        from llmctl.core.data.text_sources import iter_documents
-
         try:
             p = self.params
             split = p.val_fraction > 0
@@ -335,7 +365,6 @@ def make_encoder(tok: Any, workers: int):
         return tok.encode_batch, None
     if workers == 1:
         return (lambda docs: [tok.encode(d) for d in docs]), None
-    from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(workers, thread_name_prefix="tokenize")
 
@@ -358,16 +387,6 @@ class _Display:
         self.progress = None
         if not enabled:
             return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
 
         self.progress = Progress(
             TextColumn("[bold]prepare pretrain"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -410,7 +429,7 @@ def _progress_enabled() -> bool:
 
 # ---- the runner -----------------------------------------------------------------------------------
 
-def output_paths(ws: Any, params: PreparePretrainParams) -> dict[str, Path]:
+def output_paths(ws: Workspace, params: PreparePretrainParams) -> dict[str, Path]:
     """{role: path}: train and/or val, the first one holding the progress record."""
     if params.val_fraction > 0:
         return {"train": ws.path(OUTPUTS["train"]), "val": ws.path(OUTPUTS["val"])}
@@ -450,7 +469,6 @@ def space_checker(aws: dict[str, Any], sources: list[Any], params: PreparePretra
     """``check(tokens, text_bytes)`` after the first batch: re-estimate the output from the bytes
     per token actually produced, record it on the writers (named if the disk fills anyway) and
     raise DiskFull naming the path and the space needed when the disk cannot hold it."""
-    from llmctl.core.artifacts import DiskFull, free_bytes, human_bytes
 
     def check(tokens: int, text_bytes: int) -> None:
         est = estimate_output_bytes(sources, params, 4 * tokens / max(1, text_bytes))
@@ -466,12 +484,8 @@ def space_checker(aws: dict[str, Any], sources: list[Any], params: PreparePretra
     return check
 
 
-def run(ws: Any, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]:
+def run(ws: Workspace, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]:
     """Tokenize the input shards into the split's HDF5 token file(s); return the counts."""
-    from llmctl.core import runs
-    from llmctl.core.artifacts import ArtifactBusy, ArtifactWriter, check_free_space, manifest_path, read_lock
-    from llmctl.core.data.text_sources import expand_inputs, input_fingerprint, source_info
-    from llmctl.core.metrics import MetricsWriter
 
     params.validate()
     if not params.inputs:
@@ -539,7 +553,6 @@ def _commit(aws: dict[str, Any], writers: dict[str, TokenWriter], policy: ErrorP
         w.finish({"tokenizer": tok.describe(), "sources": infos, "parameters": pdict, "split": role,
                   "n_tokens": w.n_tokens, "n_documents": w.n_documents, "n_skipped": policy.n_skipped,
                   "eot_id": tok.eot_id, "created": created, "format": FORMAT})
-    from llmctl.core.artifacts import commit_together
 
     counts = {role: {"tokens": w.n_tokens, "documents": w.n_documents, "skipped": policy.n_skipped}
               for role, w in writers.items()}
@@ -552,7 +565,6 @@ def _commit(aws: dict[str, Any], writers: dict[str, TokenWriter], policy: ErrorP
 def _open_outputs(aws: dict[str, Any], params: PreparePretrainParams, key: str, display: _Display
                   ) -> tuple[dict[str, TokenWriter], ErrorPolicy, tuple[int, int]]:
     """Open fresh token files, or with ``resume`` reopen the tmp files cut back to their progress."""
-    from llmctl.core import atomic
 
     policy = ErrorPolicy(params.on_error)
     tmps = {role: w.tmp for role, w in aws.items()}
@@ -632,9 +644,7 @@ def _pipeline(writers: dict[str, TokenWriter], policy: ErrorPolicy, start: tuple
               metrics: Any, check_space: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Read, tokenize and write until the sources (or max_tokens) are exhausted; ``check_space``
     sees the tokens and text bytes of the first batch."""
-    from concurrent.futures import ThreadPoolExecutor
 
-    from llmctl.core.data.records import TooManyErrors
 
     roles = list(writers)
     eot = tok.eot_id

@@ -15,17 +15,24 @@ decimals normalised). Train questions that also occur in the test split are drop
 
 from __future__ import annotations
 
+import contextlib
+import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmctl.core.artifacts import ArtifactWriter, commit_together, disk_full_error, is_disk_full
 from llmctl.core.data import hf_sources
+from llmctl.core.data.arithmetic import DATA_SOURCE, LEVELS, generate_problems
+from llmctl.core.data.prepare_sft import get_str, question_key, refuse_test_file
+from llmctl.core.data.prompts import parse_gsm8k_gold
 from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
 from llmctl.core.params import param
 from llmctl.core.stages import config_params, get_stage, params_dict
+from llmctl.core.workspace import Workspace
 
 GSM8K_SOURCE = "openai/gsm8k"
-
 
 
 @dataclass
@@ -42,8 +49,6 @@ class PrepareRLParams:
     on_error: str = param("Bad records: fail, or skip (counted in the manifest).", "fail", run_only=True)
 
     def validate(self) -> None:
-        from llmctl.core.data.arithmetic import LEVELS
-
         if self.max_examples < 0 or self.arithmetic_n < 0:
             raise ValueError("max_examples and arithmetic_n must be >= 0")
         for lv in self.arithmetic_levels:
@@ -69,8 +74,6 @@ def split_spec(params: PrepareRLParams, split: str) -> tuple[str, dict[str, Any]
 
 def gsm8k_rows(spec: str, split: str, hub: dict[str, Any], policy: ErrorPolicy) -> list[dict[str, Any]]:
     """``{"prompt", "gold", "data_source", "index"}`` for every usable record of one split."""
-    from llmctl.core.data.prepare_sft import get_str
-    from llmctl.core.data.prompts import parse_gsm8k_gold
 
     out = []
     for r in hf_sources.iter_records(spec, split=split, **hub):
@@ -101,10 +104,7 @@ def uses_gsm8k(params: PrepareRLParams) -> bool:
 
 def build(params: PrepareRLParams, policy: ErrorPolicy) -> dict[str, Any]:
     """Rows of the three outputs and the bookkeeping (no file written)."""
-    import random
 
-    from llmctl.core.data.arithmetic import DATA_SOURCE, generate_problems
-    from llmctl.core.data.prepare_sft import question_key, refuse_test_file
 
     arith = []
     for lv in params.arithmetic_levels:
@@ -140,7 +140,6 @@ _LINE_BREAKS = (("\x85", "\\u0085"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"
 def jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
     """One compact JSON object per line (UTF-8, non-ASCII kept except characters that some
     readers treat as line breaks — U+0085, U+2028, U+2029 — which are escaped)."""
-    import json
 
     out = []
     for r in rows:
@@ -155,7 +154,6 @@ def jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
 def write_jsonl(writer: Any, rows: list[dict[str, Any]]) -> None:
     """Write ``rows`` (:func:`jsonl_bytes`) to an ArtifactWriter's empty temporary file, created
     exclusively, after checking the disk holds them (a full disk names the path and the size)."""
-    from llmctl.core.artifacts import disk_full_error, is_disk_full
 
     data = jsonl_bytes(rows)
     writer.reserve(len(data))
@@ -168,11 +166,9 @@ def write_jsonl(writer: Any, rows: list[dict[str, Any]]) -> None:
         raise
 
 
-def run(ws: Any, params: PrepareRLParams, run_dir: Path | None = None) -> dict[str, Any]:
+def run(ws: Workspace, params: PrepareRLParams, run_dir: Path | None = None) -> dict[str, Any]:
     """Build the three RL prompt files in the workspace."""
-    import contextlib
 
-    from llmctl.core.artifacts import ArtifactWriter, commit_together
 
     params.validate()
     policy = ErrorPolicy(params.on_error)

@@ -30,10 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmctl.core.artifacts import ArtifactWriter
 from llmctl.core.data import hf_sources
+from llmctl.core.data.arithmetic import LEVELS, arithmetic_sft_examples
+from llmctl.core.data.chat import ASSISTANT_MARKER, EOT, ROLE_MARKERS, chat_template_jinja, encode_chats_spans
+from llmctl.core.data.packing import pack_spans
+from llmctl.core.data.prompts import GSM8K_INSTRUCTION, format_question, gsm8k_target
 from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
 from llmctl.core.params import param
 from llmctl.core.stages import config_params, get_stage, params_dict
+from llmctl.core.tokenizer import Tokenizer
+from llmctl.core.workspace import Workspace
 
 SFT_SOURCES = ("alpaca", "dolly", "gsm8k")
 ARITHMETIC = "arithmetic"
@@ -60,8 +67,6 @@ class PrepareSFTParams:
     on_error: str = param("Bad records: fail, or skip (counted in the manifest).", "fail", run_only=True)
 
     def validate(self) -> None:
-        from llmctl.core.data.arithmetic import LEVELS
-
         bad = [s for s in self.sources if s not in SFT_SOURCES]
         if bad:
             raise ValueError(f"unknown source(s) {', '.join(bad)}; choose from {', '.join(SFT_SOURCES)}")
@@ -121,7 +126,6 @@ def dolly_messages(r: hf_sources.Record) -> list[dict[str, str]]:
 
 def gsm8k_messages(r: hf_sources.Record) -> list[dict[str, str]]:
     """GSM8K record -> [user (shared instruction + question), assistant (think/answer target)]."""
-    from llmctl.core.data.prompts import format_question, gsm8k_target
 
     question = get_str(r, "question")
     answer = get_str(r, "answer")
@@ -198,7 +202,6 @@ def read_source(name: str, spec: str, policy: ErrorPolicy) -> tuple[list[list[di
 
 def arithmetic_conversations(n: int, levels: list[int], seed: int) -> list[list[dict[str, str]]]:
     """``n`` arithmetic SFT conversations spread evenly over ``levels``."""
-    from llmctl.core.data.arithmetic import arithmetic_sft_examples
 
     out: list[list[dict[str, str]]] = []
     for k, lv in enumerate(levels):
@@ -212,8 +215,6 @@ def arithmetic_conversations(n: int, levels: list[int], seed: int) -> list[list[
 def pack_conversations(convs: list[list[dict[str, str]]], tok: Any, seq_len: int, seed: int) -> tuple[Any, Any]:
     """Encode and pack conversations: (Packed, keep), ``keep[k]`` false for a conversation dropped
     because truncation to ``seq_len`` cut off all its targets (the others keep their order)."""
-    from llmctl.core.data.chat import encode_chats_spans
-    from llmctl.core.data.packing import pack_spans
 
     enc = encode_chats_spans(convs, tok)
     # an example whose targets are all cut off by truncation teaches nothing: drop it
@@ -269,7 +270,6 @@ def write_h5(path: Path, built: dict[str, Any], *, counts: dict[str, Any], param
     import h5py
     import numpy as np
 
-    from llmctl.core.data.chat import chat_template_jinja
 
     p = built["packed"]
     with h5py.File(path, "w") as f:
@@ -294,9 +294,8 @@ def write_h5(path: Path, built: dict[str, Any], *, counts: dict[str, Any], param
         a["chat_template"] = chat_template_jinja()
 
 
-def run(ws: Any, params: PrepareSFTParams, run_dir: Path | None = None) -> dict[str, Any]:
+def run(ws: Workspace, params: PrepareSFTParams, run_dir: Path | None = None) -> dict[str, Any]:
     """Build ``data/sft_packed.h5`` in the workspace."""
-    from llmctl.core.artifacts import ArtifactWriter
 
     params.validate()
     tok = ws.tokenizer()
@@ -357,17 +356,13 @@ def _example(row: int, j: int, lo: int, hi: int, ids: Any, mask: Any, exs: Any, 
     }
 
 
-def iter_examples(path: str | Path, tok: Any = None, rows: Any = None,
+def iter_examples(path: str | Path, tok: Tokenizer, rows: Any = None,
                   source: str | None = None) -> Iterator[dict[str, Any]]:
     """The examples of packed rows (all, or ``rows``; all sources, or one): source, prompt text
     (mask 0), trained text (mask 1) and whether the trained span is one run at the example's end."""
     import h5py
     import numpy as np
 
-    if tok is None:
-        from llmctl.core.tokenizer import get_tokenizer
-
-        tok = get_tokenizer()
     with h5py.File(path, "r") as f:
         names = json.loads(f.attrs["source_names"])
         ex_source = f["example_source"][:]
@@ -399,15 +394,13 @@ def iter_examples(path: str | Path, tok: Any = None, rows: Any = None,
                     yield _example(r, int(j), lo, lo + int(ex_len[j]), ids, mask, exs, names[int(ex_source[j])], tok)
 
 
-def row_examples(path: str | Path, row: int, tok: Any = None) -> list[dict[str, Any]]:
+def row_examples(path: str | Path, row: int, tok: Tokenizer) -> list[dict[str, Any]]:
     """The examples of one packed row (see ``iter_examples``)."""
     return list(iter_examples(path, tok, [row]))
 
 
 def check_gsm8k_example(e: dict[str, Any]) -> dict[str, Any]:
     """Check one GSM8K example of ``iter_examples``; adds its ``question``. ValueError on a mismatch."""
-    from llmctl.core.data.chat import ASSISTANT_MARKER, EOT, ROLE_MARKERS
-    from llmctl.core.data.prompts import GSM8K_INSTRUCTION
 
     where = f"row {e['row']} example {e['example']}"
     if not (e["completion_contiguous"] and e["completion_at_end"]):
@@ -425,7 +418,7 @@ def check_gsm8k_example(e: dict[str, Any]) -> dict[str, Any]:
     return e
 
 
-def check_gsm8k_row(path: str | Path, row: int, tok: Any = None) -> list[dict[str, Any]]:
+def check_gsm8k_row(path: str | Path, row: int, tok: Tokenizer) -> list[dict[str, Any]]:
     """Check every GSM8K example of a packed row and return them (with ``question``).
 
     The trained span must be one contiguous run at the end of the example decoding to exactly

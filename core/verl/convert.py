@@ -45,6 +45,7 @@ from typing import Any
 from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError, decode_utf8
 from llmctl.core.params import param
 from llmctl.core.stages import config_params, get_stage, params_dict
+from llmctl.core.workspace import Workspace
 
 SOURCE_KINDS = ("bootcamp", "rl-prompts")
 SPLITS = ("train", "test")
@@ -332,7 +333,7 @@ def plan_bootcamp(src: Path, default_split: str, exclude: list[Path]) -> tuple[l
     return jobs, ([] if src.is_file() else [str(p.relative_to(src)) for p in ignored])
 
 
-def plan_rl_prompts(ws: Any) -> list[FileJob]:
+def plan_rl_prompts(ws: Workspace) -> list[FileJob]:
     """The workspace's RL prompt files that exist (at least one must)."""
     jobs = []
     for rel, name, split in RL_PROMPT_FILES:
@@ -445,7 +446,7 @@ def _inputs(jobs: list[FileJob]) -> dict[str, Any]:
     return {f"file:{j.source_file}": file_fingerprint(j.src) for j in jobs}
 
 
-def run(ws: Any, params: VerlConvertParams, run_dir: Path | None = None) -> dict[str, Any]:
+def run(ws: Workspace, params: VerlConvertParams, run_dir: Path | None = None) -> dict[str, Any]:
     """Convert, write atomically (workspace ``data/verl/`` or ``--out``), print a summary."""
     from llmctl.core.artifacts import ArtifactWriter, commit_together, read_manifest
 
