@@ -70,7 +70,6 @@ class Preview:
 
 def resolve_target(ws: Workspace | None, ref: str) -> Path:
     """The path behind ``ref``: an artifact name (ARTIFACTS), a workspace-relative or absolute path."""
-
     spec = ARTIFACT_BY_NAME.get(ref)
     if spec is not None:
         p = ws.path(spec.path) if ws is not None else Path(spec.path)
@@ -414,7 +413,6 @@ def line_index(path: Path) -> LineIndex:
 
 def read_jsonl_rows(path: str | os.PathLike[str], start: int, count: int) -> tuple[list[Any], int]:
     """Parsed records ``start``..``start+count`` of a JSONL file and its total line count."""
-
     idx = line_index(Path(path))
     out: list[Any] = []
     for i, line in enumerate(idx.lines(start, count)):
@@ -537,7 +535,6 @@ def preview_text(path: Path, start: int, count: int) -> Preview:
 
 def render(pv: Preview, meta_limit: int = 40) -> list[Any]:
     """Rich renderables for a preview (used by ``llmctl preview``): the page, then the metadata."""
-
     out: list[Any] = [Rule(f"[bold]{pv.title}[/]", align="left"), Text(str(pv.path), style="dim")]
     if pv.files is not None:
         ft = Table(title="files", title_justify="left")

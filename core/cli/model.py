@@ -25,7 +25,6 @@ def resolve_ckpt(ws: Workspace, ref: str) -> Path:
     return find_checkpoint(ws, ref)
 
 
-
 @app.command("sample")
 def sample(
     ckpt: str = typer.Argument(..., help="Checkpoint folder, or a stage name for its newest checkpoint."),

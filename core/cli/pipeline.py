@@ -19,7 +19,6 @@ def report(workspace: Optional[Path] = WorkspaceOpt,
            out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default <workspace>/report.md)."),
            html: bool = typer.Option(False, "--html", help="One self-contained HTML file instead of Markdown.")) -> None:
     """A report card of the workspace: artifacts, runs, metrics, curves, evaluation."""
-
     ws = open_workspace(workspace, create=False)
     try:
         path = build_report(ws, out, fmt="html" if html else "md")
@@ -36,8 +35,6 @@ def demo(workspace: Optional[Path] = WorkspaceOpt,
                                         help="Stop after this stage: data, pretrain, sft, grpo or eval."),
          ) -> None:
     """An offline end-to-end pipeline: arithmetic SFT then GRPO on the tiny model (a few minutes)."""
-
-
     if stop_after not in demo_mod.STOP_POINTS:
         raise fail(f"demo: --stop-after must be one of {', '.join(demo_mod.STOP_POINTS)}, got {stop_after!r}")
     ws = open_workspace(workspace, create=True)

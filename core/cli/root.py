@@ -26,7 +26,6 @@ def main_callback(ctx: typer.Context, workspace: Path | None = WorkspaceOpt) -> 
 @app.command()
 def init(workspace: Path | None = WorkspaceOpt) -> None:
     """Create a workspace with llmctl.toml holding paths and every stage's parameters."""
-
     try:
         ws = init_workspace(workspace)
     except WorkspaceError as e:
@@ -38,7 +37,6 @@ def init(workspace: Path | None = WorkspaceOpt) -> None:
 def status(workspace: Path | None = WorkspaceOpt,
            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Every stage and artifact: missing / building / ready / stale / failed, size, counts, age."""
-
     ws = open_workspace(workspace, create=False)
     arts = artifact_statuses(ws)
     stages = stage_statuses(ws, arts)

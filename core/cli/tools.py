@@ -27,8 +27,6 @@ def _na(v: Any, fmt: str = "{:.0f}", unit: str = "") -> str:
 
 def gpu_table(snap: Any) -> Any:
     """A rich renderable of a GPU snapshot (or the 'GPU unavailable' line)."""
-
-
     if not snap.available:
         return Text(f"GPU unavailable: {snap.reason}", style="yellow")
     t = Table(title=f"GPUs · driver {snap.driver or 'n/a'} · CUDA {snap.cuda or 'n/a'}", title_justify="left")
@@ -47,15 +45,12 @@ def gpu_table(snap: Any) -> Any:
     return t
 
 
-
 @app.command("gpus")
 def gpus(workspace: Optional[Path] = WorkspaceOpt,
          watch: bool = typer.Option(False, "--watch", help="Refresh every second until Ctrl-C."),
          as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
          interval: float = typer.Option(1.0, "--interval", help="Seconds between refreshes with --watch.")) -> None:
     """GPU utilisation, memory, temperature, power and the jobs on each GPU (NVML)."""
-
-
     try:
         runs_dir = Workspace.open(workspace, create=False).runs_dir
     except WorkspaceError:
@@ -91,8 +86,6 @@ def preview_cmd(artifact: str = typer.Argument(..., help="Artifact name (e.g. pi
                     "untrained); exit 1 naming the row and example on a mismatch."),
                 workspace: Optional[Path] = WorkspaceOpt) -> None:
     """Show an artifact: decoded tokens, packed SFT rows with the trained span, JSONL/Parquet rows, manifests."""
-
-
     ws = open_workspace(workspace, create=False)
     try:
         path = resolve_target(ws, artifact)

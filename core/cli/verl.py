@@ -55,7 +55,6 @@ def check(
     workspace: Path | None = WorkspaceOpt,
 ) -> None:
     """Score a right and a wrong answer for every data_source; exit 1 unless all score 1 and 0."""
-
     try:
         if parquet:
             files = parquet_files(parquet)
@@ -116,8 +115,6 @@ def launch(
 
     Refuses rows whose data_source has no verifier here (or drops and counts them with
     --drop-unscorable), and reports per data_source how many rows verl's max_prompt_length filter drops."""
-
-
     ws = open_workspace(workspace, create=False)
     if not train:
         train_default, val_default = workspace_files(ws)
@@ -164,13 +161,11 @@ def launch(
 
 def _check_reward_kwargs(kwargs: dict) -> None:
     """Refuse bad reward settings here, not on the GPU node (ValueError names the setting)."""
-
     reward_settings(**kwargs)
 
 
 def _vet_rows(opts, out_dir: Path, drop: bool) -> list[str]:
     """Refuse (or drop) rows with no verifier; report rows verl's prompt-length filter drops."""
-
     files = {"train": opts.train_files, **({"val": opts.val_files} if opts.val_files else {})}
     for split, paths in files.items():
         report = source_report(paths, opts.max_prompt_length)

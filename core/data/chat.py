@@ -242,7 +242,6 @@ class ChatSpans:
 
     def flat(self) -> tuple[Any, Any, Any]:
         """(ids int32, loss_mask uint8, lengths int64) with the conversations one after another."""
-
         where = gather_spans(self.span_at, self.span_len)
         return self.pool[where], self.pool_mask[where], self.lengths
 

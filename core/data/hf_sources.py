@@ -108,7 +108,6 @@ def resolve_files(spec: str, split: str | None = None) -> list[Path]:
 
 def source_fingerprint(spec: str, split: str | None = None, **hub: Any) -> dict[str, Any]:
     """What a manifest records about a source: file fingerprints, or the hub id and options."""
-
     if is_local(spec):
         files = resolve_files(spec, split)
         if len(files) == 1:
@@ -140,7 +139,6 @@ def _compression(path: Path) -> str | None:
 def _raw_lines(path: Path) -> Iterator[tuple[int, bytes | InputError]]:
     """``(line number, raw bytes)`` of a (gzipped) text file; a truncated or corrupt gzip span
     comes out as an InputError naming the last good line (reading goes on at the next member)."""
-
     lineno = 0
     with open(path, "rb") as f:
         for raw in split_lines(decoded_blocks(f, _compression(path))):

@@ -324,8 +324,6 @@ def build(params: PreparePrefsParams, policy: ErrorPolicy) -> dict[str, Any]:
 
 def run(ws: Workspace, params: PreparePrefsParams, run_dir: Path | None = None) -> dict[str, Any]:
     """Build ``data/preferences.jsonl`` and ``data/preferences_test.jsonl`` in the workspace."""
-
-
     params.validate()
     policy = ErrorPolicy(params.on_error)
     pdict = params_dict(params)

@@ -74,7 +74,6 @@ def split_spec(params: PrepareRLParams, split: str) -> tuple[str, dict[str, Any]
 
 def gsm8k_rows(spec: str, split: str, hub: dict[str, Any], policy: ErrorPolicy) -> list[dict[str, Any]]:
     """``{"prompt", "gold", "data_source", "index"}`` for every usable record of one split."""
-
     out = []
     for r in hf_sources.iter_records(spec, split=split, **hub):
         if isinstance(r, InputError):
@@ -104,8 +103,6 @@ def uses_gsm8k(params: PrepareRLParams) -> bool:
 
 def build(params: PrepareRLParams, policy: ErrorPolicy) -> dict[str, Any]:
     """Rows of the three outputs and the bookkeeping (no file written)."""
-
-
     arith = []
     for lv in params.arithmetic_levels:
         for row in generate_problems(params.arithmetic_n, lv, params.seed):
@@ -140,7 +137,6 @@ _LINE_BREAKS = (("\x85", "\\u0085"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"
 def jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
     """One compact JSON object per line (UTF-8, non-ASCII kept except characters that some
     readers treat as line breaks — U+0085, U+2028, U+2029 — which are escaped)."""
-
     out = []
     for r in rows:
         line = json.dumps(r, ensure_ascii=False)
@@ -154,7 +150,6 @@ def jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
 def write_jsonl(writer: Any, rows: list[dict[str, Any]]) -> None:
     """Write ``rows`` (:func:`jsonl_bytes`) to an ArtifactWriter's empty temporary file, created
     exclusively, after checking the disk holds them (a full disk names the path and the size)."""
-
     data = jsonl_bytes(rows)
     writer.reserve(len(data))
     try:
@@ -168,8 +163,6 @@ def write_jsonl(writer: Any, rows: list[dict[str, Any]]) -> None:
 
 def run(ws: Workspace, params: PrepareRLParams, run_dir: Path | None = None) -> dict[str, Any]:
     """Build the three RL prompt files in the workspace."""
-
-
     params.validate()
     policy = ErrorPolicy(params.on_error)
     pdict = params_dict(params)

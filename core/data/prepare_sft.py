@@ -48,7 +48,6 @@ GSM8K_CONFIG = "main"
 FORMAT = "llmctl-sft-v1"
 
 
-
 @dataclass
 class PrepareSFTParams:
     """Parameters of ``llmctl prepare sft``."""
@@ -126,7 +125,6 @@ def dolly_messages(r: hf_sources.Record) -> list[dict[str, str]]:
 
 def gsm8k_messages(r: hf_sources.Record) -> list[dict[str, str]]:
     """GSM8K record -> [user (shared instruction + question), assistant (think/answer target)]."""
-
     question = get_str(r, "question")
     answer = get_str(r, "answer")
     try:
@@ -202,7 +200,6 @@ def read_source(name: str, spec: str, policy: ErrorPolicy) -> tuple[list[list[di
 
 def arithmetic_conversations(n: int, levels: list[int], seed: int) -> list[list[dict[str, str]]]:
     """``n`` arithmetic SFT conversations spread evenly over ``levels``."""
-
     out: list[list[dict[str, str]]] = []
     for k, lv in enumerate(levels):
         share = n // len(levels) + (1 if k < n % len(levels) else 0)
@@ -215,7 +212,6 @@ def arithmetic_conversations(n: int, levels: list[int], seed: int) -> list[list[
 def pack_conversations(convs: list[list[dict[str, str]]], tok: Any, seq_len: int, seed: int) -> tuple[Any, Any]:
     """Encode and pack conversations: (Packed, keep), ``keep[k]`` false for a conversation dropped
     because truncation to ``seq_len`` cut off all its targets (the others keep their order)."""
-
     enc = encode_chats_spans(convs, tok)
     # an example whose targets are all cut off by truncation teaches nothing: drop it
     keep = enc.trained_within(seq_len) > 0
@@ -296,7 +292,6 @@ def write_h5(path: Path, built: dict[str, Any], *, counts: dict[str, Any], param
 
 def run(ws: Workspace, params: PrepareSFTParams, run_dir: Path | None = None) -> dict[str, Any]:
     """Build ``data/sft_packed.h5`` in the workspace."""
-
     params.validate()
     tok = ws.tokenizer()
     policy = ErrorPolicy(params.on_error)
@@ -401,7 +396,6 @@ def row_examples(path: str | Path, row: int, tok: Tokenizer) -> list[dict[str, A
 
 def check_gsm8k_example(e: dict[str, Any]) -> dict[str, Any]:
     """Check one GSM8K example of ``iter_examples``; adds its ``question``. ValueError on a mismatch."""
-
     where = f"row {e['row']} example {e['example']}"
     if not (e["completion_contiguous"] and e["completion_at_end"]):
         raise ValueError(f"{where}: the trained span is not one run at the end of the example")

@@ -59,7 +59,6 @@ MERGED_NAME = {"bootcamp": "bootcamps.parquet", "rl-prompts": "rl_prompts.parque
 KIND_DIR = {"bootcamp": "bootcamp", "rl-prompts": "rl_prompts"}
 
 
-
 @dataclass
 class VerlConvertParams:
     """Parameters of ``llmctl verl convert``."""
