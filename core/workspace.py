@@ -150,9 +150,10 @@ def init_workspace(path: str | os.PathLike[str] | None = None) -> Workspace:
         raise WorkspaceError(f"cannot create workspace at {root}: {e.strerror or e}") from e
     cfg_path = root / CONFIG_NAME
     config = default_config()
+    notices: list[str] = []
     if cfg_path.exists():
         existing = read_config(cfg_path)
-        check_config(existing, cfg_path, root)
+        notices = [n for n in check_config(existing, cfg_path, root) if ": dropped " not in n]
         for key, value in existing.items():
             if key == "stages":
                 for name, table in value.items():
@@ -160,7 +161,7 @@ def init_workspace(path: str | os.PathLike[str] | None = None) -> Workspace:
                     config["stages"].setdefault(name, {}).update(kept)
             else:
                 config[key] = value
-    ws = Workspace(root=root, config=config)
+    ws = Workspace(root=root, config=config, notices=notices)
     ws.save_config()
     return ws
 

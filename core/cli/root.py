@@ -30,6 +30,8 @@ def init(workspace: Path | None = WorkspaceOpt) -> None:
         ws = init_workspace(workspace)
     except WorkspaceError as e:
         raise fail(str(e)) from None
+    for notice in ws.notices:
+        typer.echo(f"llmctl: warning: {notice}", err=True)
     typer.echo(f"workspace ready at {ws.root} (config: {ws.config_path})")
 
 
