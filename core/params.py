@@ -302,14 +302,13 @@ class TokenBatches:
     batch_size: int = param("Rows per micro-batch per process.", 8)
     grad_accum: int = param("Micro-batches per optimizer step.", 1)
     context_length: int = param("Training window: tokens per row, at most block_size (0 = block_size).", 256)
-    eval_batches: int = param("Batches per evaluation.", 4)
     dropout: float = param("Dropout probability.", 0.0)
     compile: bool = param("torch.compile the model on GPU (never on CPU).", True, run_only=True)
     peak_tflops: float = param("Accelerator peak dense bf16 TFLOP/s for MFU (0 = from the known-GPU table).", 0.0,
                                run_only=True)
 
     def validate(self) -> None:
-        _at_least(self, 1, "batch_size", "grad_accum", "eval_batches")
+        _at_least(self, 1, "batch_size", "grad_accum")
         _at_least(self, 0, "context_length", "peak_tflops")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")

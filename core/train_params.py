@@ -43,18 +43,19 @@ class PretrainParams:
 
     train_data: str = param("Training tokens (workspace-relative).", "data/pile_train.h5")
     dev_data: str = param("Held-out tokens for eval loss.", "data/pile_dev.h5")
+    eval_batches: int = param("Batches of dev_data per evaluation.", 4, ge=1)
 
     def validate(self) -> None:
         if not (self.init or self.resume):
             check_context_length(self.context_length, self.model_shape()["block_size"])
 
 
-@compose(*TOKEN_TRAINING, lr=3e-4, warmup_steps=10, weight_decay=0.0,
+@compose(*TOKEN_TRAINING, retired=("eval_batches",), lr=3e-4, warmup_steps=10, weight_decay=0.0,
          batch_size=param("Packed rows per micro-batch per process.", 2),
          context_length=param("Training window: tokens per row (0 = the file's seq_len, up to block_size; "
                               "shorter crops rows).", 0))
 class SFTParams:
-    """Supervised fine-tuning on packed chat rows: loss only on answer tokens."""
+    """Supervised fine-tuning on packed chat rows: loss only on answer tokens (every held-out row is scored)."""
 
     data: str = param("Packed SFT rows (tokens, loss_mask, example_ids).", "data/sft_packed.h5")
     eval_rows: int = param("Rows held out (from the end of the file) for eval loss.", 16, ge=0)

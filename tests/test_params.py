@@ -90,6 +90,8 @@ def test_stages_hold_only_their_groups():
         assert not names & (token_only - {"batch_size", "grad_accum"}) and "max_length" in names
     for cls in (PretrainParams, SFTParams):
         assert token_only <= {f.name for f in dataclasses.fields(cls)}
+    assert "eval_batches" in {f.name for f in dataclasses.fields(PretrainParams)}
+    assert "eval_batches" not in {f.name for f in dataclasses.fields(SFTParams)}  # SFT scores every held-out row
     p = GRPOParams(lr=5e-4)
     assert p.group(Optimiser) == Optimiser(lr=5e-4, weight_decay=0.0)
     assert SFTParams().lr == 3e-4 and PretrainParams().lr == 1e-3  # per-stage defaults of a group field
@@ -235,3 +237,12 @@ def test_config_params_reach_the_manifest_without_the_environment(workspace, sha
     assert manifest["params"]["arithmetic_n"] == 2 and manifest["config_params"]["arithmetic_n"] == 3
     assert artifact_statuses(ws)["arithmetic_prompts"].state == "ready"
     assert "LLMCTL_CONFIG_PARAMS" not in "".join(p.read_text() for p in (REPO / "core").rglob("*.py"))
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft", "reward", "dpo", "ppo", "grpo", "eval"])
+def test_every_option_of_a_training_stage_is_read_by_its_trainer(stage):
+    st = get_stage(stage)
+    src = _trainer_sources(st.runner.partition(":")[0])
+    unread = [f.name for f in dataclasses.fields(st.load_params_class())
+              if not (".model_shape(" in src if f.name in SHAPE else re.search(rf'\.{f.name}\b|"{f.name}"', src))]
+    assert unread == [], f"run {stage} offers options its trainer never reads: {unread}"
