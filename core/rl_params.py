@@ -32,8 +32,9 @@ PPO_REWARDS = ("verifier", "reward_model")
 RETIRED = ("context_length", "eval_batches", "compile", "dropout", "peak_tflops")
 RETIRED_RL = RETIRED + ("batch_size", "grad_accum")
 
-PREFERENCE = (Start, ModelShape, Optimiser, Schedule, Logging, Runtime, PreferencePairs)
-ROLLOUT = (Start, ModelShape, Optimiser, Schedule, Logging, Runtime, Rollout)
+# the stage's own group first, then the shared ones: the order of --help and the launch form
+PREFERENCE = (PreferencePairs, Schedule, Optimiser, Logging, Start, ModelShape, Runtime)
+ROLLOUT = (Rollout, Schedule, Optimiser, Logging, Start, ModelShape, Runtime)
 PREF_DEFAULTS = {"init": param(INIT_HELP, None), "warmup_steps": 10, "weight_decay": 0.0, "eval_every": 25}
 RL_DEFAULTS = {"init": param(INIT_HELP, None), "warmup_steps": 0, "weight_decay": 0.0,
                "lr": param("Peak learning rate (tiny model on CPU; lower it for larger models).", 1e-3),

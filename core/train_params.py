@@ -26,7 +26,8 @@ from llmctl.core.params import (
 
 __all__ = ["MODEL_PRESETS", "SHAPE_FIELDS", "resolve_model_shape", "PretrainParams", "SFTParams", "EvalParams"]
 
-TOKEN_TRAINING = (Start, ModelShape, Optimiser, Schedule, Logging, Runtime, TokenBatches)
+# the stage's own group first, then the shared ones: the order of --help and the launch form
+TOKEN_TRAINING = (TokenBatches, Schedule, Optimiser, Logging, Start, ModelShape, Runtime)
 
 
 def check_context_length(context_length: int, block_size: int) -> None:
