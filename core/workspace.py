@@ -227,7 +227,7 @@ def check_config(config: dict[str, Any], cfg_path: Path, root: Path) -> list[str
     stages = config.get("stages", {})
     if not isinstance(stages, dict):
         raise WorkspaceError(f"{cfg_path}: [stages] must be a table of [stages.<name>] tables")
-    dropped = []
+    dropped: dict[str, list[str]] = {}  # stage -> keys it no longer has
     for name, table in stages.items():
         if name not in STAGE_BY_NAME:
             notices.append(f"{cfg_path}: unknown table [stages.{name}]{_closest(name, STAGE_BY_NAME)}; ignored")
@@ -243,10 +243,14 @@ def check_config(config: dict[str, Any], cfg_path: Path, root: Path) -> list[str
             if key in known:
                 continue
             if key in retired:
-                dropped.append(f"{name}.{key}")
+                dropped.setdefault(name, []).append(key)
             else:
                 notices.append(f"{cfg_path}: unknown key {key} in [stages.{name}]{_closest(key, known)}; ignored")
     if dropped:
-        notices.append(f"{cfg_path}: dropped {', '.join(dropped)}: no longer parameters of those stages "
-                       "(they did nothing); `llmctl init` rewrites the file without them")
+        by_keys: dict[tuple[str, ...], list[str]] = {}  # stages that lost the same keys, listed once
+        for name, keys in dropped.items():
+            by_keys.setdefault(tuple(sorted(keys)), []).append(name)
+        what = "; ".join(f"{', '.join(names)}: {', '.join(keys)}" for keys, names in by_keys.items())
+        notices.append(f"{cfg_path}: dropped keys that are no longer parameters (they did nothing): {what}; "
+                       "`llmctl init` rewrites the file without them")
     return notices

@@ -193,7 +193,9 @@ def test_workspace_written_before_composition_is_ready(tmp_path):
     root = tmp_path / "old"
     shutil.copytree(FIXTURE, root)
     ws = Workspace.open(root)
-    assert len(ws.notices) == 1 and "dropped" in ws.notices[0] and "grpo.context_length" in ws.notices[0]
+    assert len(ws.notices) == 1 and "dropped keys" in ws.notices[0]
+    assert "ppo, grpo: batch_size, compile, context_length, dropout, eval_batches, grad_accum, peak_tflops" \
+        in ws.notices[0] and "sft: eval_batches" in ws.notices[0]
     arts = artifact_statuses(ws)
     for name in ("rl_prompts_train", "rl_prompts_test", "arithmetic_prompts"):
         assert arts[name].state == "ready", (name, arts[name].reason)

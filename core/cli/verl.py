@@ -16,6 +16,7 @@ from rich.table import Table
 
 from llmctl.core.cli.common import GROUPS, WorkspaceOpt, fail, open_workspace
 from llmctl.core.rewards.compute_score import reward_settings
+from llmctl.core.tokenizer import Tokenizer
 from llmctl.core.verl.check import check_sources, parquet_files, read_rows, unknown_hint
 from llmctl.core.verl.launch import (
     LaunchOptions,
@@ -141,7 +142,7 @@ def launch(
     missing = [p for p in opts.train_files + opts.val_files if not Path(p).is_file()]
     if missing:
         raise fail(f"parquet file(s) not found: {', '.join(missing)}")
-    argv = _vet_rows(opts, ws.path("data/verl/launch") / run_name, drop_unscorable)
+    argv = _vet_rows(opts, ws.path("data/verl/launch") / run_name, drop_unscorable, ws.tokenizer())
     missing_mods = verl_missing()
     hint = ("verl is not installed here: pip install -e '.[verl]' in the llmctl clone (verl==0.9.1; add its "
             "GPU dependencies on the GPU machine)"
@@ -164,11 +165,11 @@ def _check_reward_kwargs(kwargs: dict) -> None:
     reward_settings(**kwargs)
 
 
-def _vet_rows(opts, out_dir: Path, drop: bool) -> list[str]:
+def _vet_rows(opts: LaunchOptions, out_dir: Path, drop: bool, tok: Tokenizer) -> list[str]:
     """Refuse (or drop) rows with no verifier; report rows verl's prompt-length filter drops."""
     files = {"train": opts.train_files, **({"val": opts.val_files} if opts.val_files else {})}
     for split, paths in files.items():
-        report = source_report(paths, opts.max_prompt_length)
+        report = source_report(paths, opts.max_prompt_length, tok)
         for ds, r in sorted(report.items()):
             if r.over_length:
                 typer.echo(f"warning: {split} {ds}: {r.over_length} of {r.rows} rows have prompts over "
