@@ -58,3 +58,21 @@ def test_probe_reads_offline_variables(monkeypatch):
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     assert hf_sources.hub_offline_reason().startswith("cannot connect to 127.0.0.1:9")
+
+
+def test_preflight_names_what_a_stage_lacks_with_the_fix(workspace, monkeypatch, tmp_path):
+    from llmctl.core.preflight import stage_problems
+    from llmctl.core.stages import get_stage, resolve_params
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    stage = get_stage("prepare-sft")
+    params = resolve_params(stage, {"sources": ["alpaca", "gsm8k"], "alpaca": str(tmp_path / "nope.jsonl")}, {})
+    got = [str(p) for p in stage_problems(workspace, stage, params)]
+    assert got == [f"--alpaca {tmp_path / 'nope.jsonl'}: no such file or folder; fix: fix the path given to --alpaca",
+                   "--gsm8k openai/gsm8k: a hub id, and no network (HF_HUB_OFFLINE is set); fix: give --gsm8k a "
+                   "local .jsonl/.json/.parquet file with the same fields (a copy in the Hugging Face cache loads too)"]
+    sft = get_stage("sft")
+    assert [str(p) for p in stage_problems(workspace, sft, None)] == [
+        "needs sft_packed: not built yet; fix: run `llmctl prepare sft` first"]
+    monkeypatch.setenv("LLMCTL_TIKTOKEN_FILE", str(tmp_path / "r50k_base.tiktoken"))
+    assert "fix: set LLMCTL_TIKTOKEN_FILE=" in str(stage_problems(workspace, sft, None)[0])

@@ -309,15 +309,21 @@ def _probe(host: str, port: int) -> str | None:
         return f"cannot connect to {host}:{port} ({e.strerror or type(e).__name__})"
 
 
+def net_probe(url: str) -> str | None:
+    """None when ``url``'s host (or the HTTPS proxy) accepts a TCP connection within
+    ``PROBE_TIMEOUT_S``, else why not; each host is probed once per process."""
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    u = urlparse(proxy or url)
+    return _probe(u.hostname or "", u.port or (443 if u.scheme == "https" else 80))
+
+
 def hub_offline_reason() -> str | None:
-    """Why the Hugging Face hub is out of reach, or None: an offline variable that is set, else one
-    short TCP probe (``PROBE_TIMEOUT_S``) of ``HF_ENDPOINT`` or the HTTPS proxy, once per process."""
+    """Why the Hugging Face hub is out of reach, or None: an offline variable that is set, else
+    ``net_probe`` of ``HF_ENDPOINT`` (default huggingface.co)."""
     for var in OFFLINE_ENV:
         if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
             return f"{var} is set"
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    url = urlparse(proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    return _probe(url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80))
+    return net_probe(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
 
 
 @contextlib.contextmanager
