@@ -165,14 +165,13 @@ def used_params_first(man: dict[str, Any]) -> dict[str, Any]:
     the run used). The config file's values (``config_params``) appear only where the run used
     another value, beside it (``0.0005 (llmctl.toml: 0.001)``), and those params come first."""
     used, config = man.get("params"), man.get("config_params")
+    if not (isinstance(used, dict) and isinstance(config, dict)):
+        return man
+    changed = [k for k in used if k in config and config[k] != used[k]]
+    params: dict[str, Any] = {k: f"{_shown(used[k])}  (llmctl.toml: {_shown(config[k])})" for k in changed}
+    params.update((k, v) for k, v in used.items() if k not in params)
     out: dict[str, Any] = {k: man[k] for k in ("stage", "counts") if k in man}
-    if isinstance(used, dict) and isinstance(config, dict):
-        changed = [k for k in used if k in config and config[k] != used[k]]
-        params: dict[str, Any] = {k: f"{_shown(used[k])}  (llmctl.toml: {_shown(config[k])})" for k in changed}
-        params.update((k, v) for k, v in used.items() if k not in params)
-        out["params"] = params
-    else:
-        out.update((k, man[k]) for k in ("params", "config_params") if k in man)
+    out["params"] = params
     out.update((k, v) for k, v in man.items() if k not in out and k != "config_params")
     return out
 
