@@ -61,7 +61,7 @@ def test_probe_reads_offline_variables(monkeypatch):
 
 
 def test_preflight_names_what_a_stage_lacks_with_the_fix(workspace, monkeypatch, tmp_path):
-    from llmctl.core.preflight import stage_problems
+    from llmctl.core.data.preflight import stage_problems
     from llmctl.core.stages import get_stage, resolve_params
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -15,8 +15,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, SelectionList, Static, Switch
 from textual.widgets.selection_list import Selection
 
+from llmctl.core.data.preflight import Problem, stage_problems
 from llmctl.core.gpu import gpus_in_use
-from llmctl.core.preflight import Problem, stage_problems
 from llmctl.core.stages import (
     ParamError,
     Stage,
