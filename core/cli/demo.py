@@ -7,8 +7,10 @@ user points at one, a small text corpus to pretrain on first. Every stage runs a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import Any
 
 from llmctl.core import jobs
 from llmctl.core.metrics import iter_series, read_metrics
+from llmctl.core.progress import Progress, parse_step_line
 from llmctl.core.runs import ENV_RUN_DIR, list_runs
 from llmctl.core.workspace import Workspace
 
@@ -72,7 +75,7 @@ def demo_steps(ws: Workspace, corpus: list[str], fast: bool, stop_after: str = "
     return steps[:last + 1]
 
 
-def _run(ws: Workspace, words: list[str], echo: Callable[[str], Any]) -> None:
+def _run(ws: Workspace, words: list[str], echo: Callable[[str], Any], bar: Progress | None = None) -> None:
     env = {k: v for k, v in os.environ.items() if k != ENV_RUN_DIR}
     env["PYTHONUNBUFFERED"] = "1"
     argv = jobs.cli_argv(*words, "--workspace", str(ws.root))
@@ -80,6 +83,11 @@ def _run(ws: Workspace, words: list[str], echo: Callable[[str], Any]) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         echo("    " + line.rstrip())
+        hit = parse_step_line(line) if bar is not None else None
+        if bar is not None and hit is not None:
+            if bar.total != hit[2]:
+                bar.set_total(hit[2])
+            bar.update(hit[1])
     code = proc.wait()
     if code != 0:
         raise RuntimeError(f"`llmctl {' '.join(words)}` failed with exit code {code}")
@@ -113,7 +121,8 @@ def run_demo(ws: Workspace, *, corpus: list[str] | None = None, fast: bool = Fal
     for i, st in enumerate(steps, 1):
         echo(f"[{i}/{len(steps)}] {st.title}: llmctl {' '.join(w if w else repr(w) for w in st.words)}")
         t0 = time.time()
-        _run(ws, st.words, echo)
+        with Progress(st.title, None) if sys.stdout.isatty() else contextlib.nullcontext() as bar:
+            _run(ws, st.words, bar.print if bar is not None else echo, bar)
         timings[st.title] = round(time.time() - t0, 1)
     trends = grpo_trends(ws)
     trend = trends.get("reward")

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmctl.core import progress as core_progress
 from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
 from llmctl.core.data.text_sources import TXT_DOCS_CHOICES, Source
 
@@ -352,13 +353,18 @@ def make_encoder(tok: Any, workers: int):
 # ---- progress display -----------------------------------------------------------------------------
 
 class _Display:
-    """A rich progress bar on a terminal (bytes read, documents/s, tokens/s); silent otherwise."""
+    """A rich progress bar on a terminal (bytes read, documents/s, tokens/s); otherwise plain
+    lines with the same elapsed, rate and ETA every few seconds (``core.progress``)."""
 
     def __init__(self, total_bytes: int | None, enabled: bool) -> None:
         self.enabled = enabled
         self.t0 = time.time()
         self.progress = None
+        self.lines: core_progress.Progress | None = None
         if not enabled:
+            if not os.environ.get("LLMCTL_NO_PROGRESS"):
+                self.lines = core_progress.Progress("prepare pretrain", total_bytes / 1e6 if total_bytes else None, unit="MB",
+                                      stream=sys.stderr)
             return
         from rich.console import Console
         from rich.progress import (
@@ -382,6 +388,8 @@ class _Display:
         self.progress.start()
 
     def update(self, bytes_read: int, docs: int, tokens: int, docs0: int, tokens0: int) -> None:
+        if self.lines is not None:
+            self.lines.update(bytes_read / 1e6, f"{docs:,} docs, {_human(tokens)} tokens")
         if self.progress is None:
             return
         dt = max(time.time() - self.t0, 1e-6)
