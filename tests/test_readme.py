@@ -180,3 +180,28 @@ def test_readme_commands_run(tmp_path):
             state = jobs.wait_job(run.path, timeout=300).get("state")
             assert state == "done", (run.path / "log.txt").read_text()[-2000:]
     assert not failures, "\n\n".join(failures)
+
+
+def test_demo_figures_line_comes_from_the_measured_file(tmp_path):
+    import json
+    import shutil
+
+    from llmctl.core.cli import demo_figures
+
+    fig = json.loads((REPO / "benchmarks" / demo_figures.FILE).read_text())
+    assert demo_figures.readme_block((REPO / "README.md").read_text()) == demo_figures.figures_line(fig), \
+        "README's demo figures differ from benchmarks/demo_figures.json: run python -m llmctl.core.cli.demo_figures"
+    # a new demo run's file replaces both, in one step
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    shutil.copy(REPO / "README.md", repo / "README.md")
+    ws = tmp_path / "demo-ws"
+    ws.mkdir()
+    new = demo_figures.measured(406.4, {"reward": (0.5734, 0.7951), "eval/accuracy": (0.62, 0.5)}, grpo_steps=32,
+                                fast=False, load_before=7.5)
+    (ws / demo_figures.FILE).write_text(json.dumps(new))
+    line = demo_figures.update(ws, repo)
+    assert line.startswith("Measured: 406 s on a ") and "load average 7.5 → " in line
+    assert "GRPO mean reward 0.57 → 0.80 (first vs last quarter of 32 steps)" in line
+    assert demo_figures.readme_block((repo / "README.md").read_text()) == line
+    assert json.loads((repo / "benchmarks" / demo_figures.FILE).read_text()) == new

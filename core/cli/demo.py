@@ -8,6 +8,7 @@ user points at one, a small text corpus to pretrain on first. Every stage runs a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -115,8 +116,11 @@ def run_demo(ws: Workspace, *, corpus: list[str] | None = None, fast: bool = Fal
              echo: Callable[[str], Any] = print) -> dict[str, Any]:
     """Run the demo's stages in order (up to ``stop_after``); return the timings, the GRPO reward
     trend and, after a whole run, the report's path."""
+    from llmctl.core.cli import demo_figures
+
     corpus = [str(Path(c).expanduser()) for c in (corpus or [])]
     timings = {}
+    load_before = demo_figures.load()
     steps = demo_steps(ws, corpus, fast, stop_after)
     for i, st in enumerate(steps, 1):
         echo(f"[{i}/{len(steps)}] {st.title}: llmctl {' '.join(w if w else repr(w) for w in st.words)}")
@@ -137,6 +141,11 @@ def run_demo(ws: Workspace, *, corpus: list[str] | None = None, fast: bool = Fal
         echo(f"GRPO held-out accuracy (prompts it never trains on): {a:.3f} -> {b:.3f}")
     from llmctl.core.cli.report import build_report
 
+    grpo = next((st for st in steps if st.point == "grpo"), None)
+    fig = demo_figures.measured(sum(timings.values()), trends, fast=fast, load_before=load_before,
+                                grpo_steps=int(grpo.words[grpo.words.index("--max-steps") + 1]) if grpo else None)
+    (ws.root / demo_figures.FILE).write_text(json.dumps(fig, indent=2) + "\n", encoding="utf-8")
+    echo(demo_figures.figures_line(fig) + f" ({demo_figures.FILE})")
     report = build_report(ws)
     echo(f"demo done in {sum(timings.values()):.0f} s; report: {report}")
     return {"timings": timings, "reward_trend": trend, "report": str(report)}
