@@ -61,9 +61,13 @@ def test_log_wraps_a_long_error_and_its_hint(snap_compare, newcomer_ws):
     assert snap_compare(snap_app(newcomer_ws), terminal_size=SIZE, run_before=_log_tab)
 
 
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_hint_on_screen_and_rewrapped_when_narrower(newcomer_ws, anyio_backend):
+async def test_hint_on_screen_and_rewrapped_when_narrower(newcomer_ws):
     app = snap_app(newcomer_ws)
     async with app.run_test(size=SIZE) as pilot:
         await _log_tab(pilot)
@@ -96,12 +100,12 @@ def test_launch_form_names_missing_prerequisites(snap_compare, newcomer_ws, monk
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_launch_form_quiet_when_all_is_there(newcomer_ws, anyio_backend):
+async def test_launch_form_quiet_when_all_is_there(newcomer_ws):
+    """sft_packed and a pretrain checkpoint exist, the tokenizer file too: nothing to say."""
     app = snap_app(newcomer_ws)
     async with app.run_test(size=SIZE) as pilot:
         await drawn(pilot)
-        app.open_launch("sft")  # sft_packed and a pretrain checkpoint exist, the tokenizer file too
+
         assert await wait_for(pilot, lambda: bool(app.screen.query("#launch-prereq")))
         screen = app.screen
         assert await wait_for(pilot, lambda: screen.problems is not None)
