@@ -105,7 +105,7 @@ async def test_launch_form_quiet_when_all_is_there(newcomer_ws):
     app = snap_app(newcomer_ws)
     async with app.run_test(size=SIZE) as pilot:
         await drawn(pilot)
-
+        app.open_launch("sft")
         assert await wait_for(pilot, lambda: bool(app.screen.query("#launch-prereq")))
         screen = app.screen
         assert await wait_for(pilot, lambda: screen.problems is not None)
