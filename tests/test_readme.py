@@ -205,3 +205,28 @@ def test_demo_figures_line_comes_from_the_measured_file(tmp_path):
     assert "GRPO mean reward 0.57 → 0.80 (first vs last quarter of 32 steps)" in line
     assert demo_figures.readme_block((repo / "README.md").read_text()) == line
     assert json.loads((repo / "benchmarks" / demo_figures.FILE).read_text()) == new
+
+
+def test_install_lines_say_what_torch_pulls_and_match_ci():
+    """Item 1 and 6 of issue 18: PyTorch's CPU index as the CPU-only alternative; the extras' install
+    line spells the same packages as .ci/run; each table row names tests that exist."""
+    import re as _re
+    import shlex
+
+    readme = (REPO / "README.md").read_text()
+    blocks = _bash_blocks(readme)
+    assert any(b.startswith("pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu")
+               for b in blocks)
+    assert "CUDA packages" in readme
+    extras = next(b for b in blocks if "verl==" in b and "pytest" not in b)
+    ci = (REPO / ".ci" / "run").read_text()
+    ci_specs = set(_re.findall(r'"([A-Za-z][\w.-]*==[^"]+)"', ci))
+    assert ci_specs and ci_specs <= set(shlex.split(extras)), \
+        f"in .ci/run but not in the README's extras line: {ci_specs - set(shlex.split(extras))}"
+    table = "\n".join(_re.findall(r"^\| `tests/.*$", readme, flags=_re.M))
+    selections = _re.findall(r"`(tests/[^`]+)`", table)
+    assert len(selections) == 4
+    for sel in selections:  # each names tests that exist
+        res = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                              *shlex.split(sel)], cwd=REPO, capture_output=True, text=True)
+        assert res.returncode == 0 and "::" in res.stdout, f"{sel}: {res.stdout[-500:]}{res.stderr[-500:]}"
