@@ -48,3 +48,36 @@ def test_demo_sft_model_answers_in_its_trained_format(workspace):
     [raw] = _sample(workspace, "sft", "--prompt", "What is 3 + 4?", "--chat", "--no-math", "--temperature", "0",
                     "--max-new-tokens", "8")
     assert raw["prompt"] == render_prompt([{"role": "user", "content": "What is 3 + 4?"}])
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_playground_prompts_as_training_did(workspace):
+    """The app's playground (chat format on, its default) shows the instruction-prefixed user turn and
+    the model's reply in its trained format."""
+    from rl_support import arithmetic_sft
+    from tui_support import FakeNVML, h100, wait_for
+
+    from llmctl.core.gpu import GpuPoller
+    from llmctl.tui.app import LlmctlApp
+
+    arithmetic_sft(workspace)
+    app = LlmctlApp(workspace.root, gpu=GpuPoller(nvml=FakeNVML([h100()])), start_gpu=False)
+    async with app.run_test(size=(150, 45)) as pilot:
+        await pilot.pause()
+        app.open_playground()
+        assert await wait_for(pilot, lambda: type(app.screen).__name__ == "PlaygroundScreen"
+                              and any("checkpoint(s)" in str(s.render()) for s in app.screen.query("#play-status")))
+        app.screen.query_one("#play-prompt").value = "What is 3 + 4?"
+        app.screen.query_one("#play-extra").value = "--temperature 0 --max-new-tokens 40"
+        app.screen.action_generate()
+        status = app.screen.query_one("#play-status")
+        assert await wait_for(pilot, lambda: str(status.render()) in ("done",) or "exited" in str(status.render()),
+                              timeout=300)
+        text = "\n".join("".join(seg.text for seg in strip) for strip in app.screen.query_one("#play-out").lines)
+        assert str(status.render()) == "done", text
+        assert GSM8K_INSTRUCTION[:40] in text and re.search(r"<answer>-?\d+</answer>", text), text
