@@ -44,10 +44,10 @@ class Problem:
 
 def tiktoken_cache_file() -> Path | None:
     """Where tiktoken keeps r50k_base after a download (None when its cache is turned off)."""
-    cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
-    if cache == "":
-        return None
-    base = Path(cache) if cache else Path(tempfile.gettempdir()) / "data-gym-cache"
+    var = next((v for v in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR") if v in os.environ), None)
+    if var is not None and not os.environ[var]:
+        return None  # tiktoken's cache turned off
+    base = Path(os.environ[var]) if var else Path(tempfile.gettempdir()) / "data-gym-cache"
     return base / hashlib.sha1(R50K_URL.encode()).hexdigest()
 
 
