@@ -164,10 +164,31 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def used_params_first(man: dict[str, Any]) -> dict[str, Any]:
+    """A manifest as a preview shows it: what made the artifact first (stage, counts, the params
+    the run used). The config file's values (``config_params``) appear only where the run used
+    another value, beside it (``0.0005 (llmctl.toml: 0.001)``), and those params come first."""
+    used, config = man.get("params"), man.get("config_params")
+    if not (isinstance(used, dict) and isinstance(config, dict)):
+        return man
+    changed = [k for k in used if k in config and config[k] != used[k]]
+    params: dict[str, Any] = {k: f"{_shown(used[k])}  (llmctl.toml: {_shown(config[k])})" for k in changed}
+    params.update((k, v) for k, v in used.items() if k not in params)
+    out: dict[str, Any] = {k: man[k] for k in ("stage", "counts") if k in man}
+    out["params"] = params
+    out.update((k, v) for k, v in man.items() if k not in out and k != "config_params")
+    return out
+
+
+def _shown(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
+
+
 def _manifest_meta(path: Path) -> dict[str, Any]:
     man = read_manifest(path)
     if not man:
         return {}
+    man = used_params_first(man)
     out: dict[str, Any] = {}
     for k in ("stage", "counts", "params", "tokenizer", "job"):
         if man.get(k):
@@ -498,7 +519,7 @@ def preview_folder(path: Path, kind: str) -> Preview:
             m = json.loads(man.read_text(encoding="utf-8"))
             if isinstance(m, dict) and isinstance(m.get("created"), int | float):
                 m["created"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["created"]))
-            meta["manifest"] = m
+            meta["manifest"] = used_params_first(m) if isinstance(m, dict) else m
         except (OSError, ValueError) as e:
             meta["manifest"] = f"unreadable: {e}"
     res = path / "results.json"

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from llmctl.core import progress as core_progress
 from llmctl.core.artifacts import artifact_fingerprint, file_fingerprint, newest_checkpoint
 from llmctl.core.metrics import MetricsWriter
 from llmctl.core.runs import METRICS_FILE, RunStopped, record_max_steps, write_provenance
@@ -191,39 +192,16 @@ class ExtraLoggers:
 
 # ---- progress display ---------------------------------------------------------------------------
 
-class Progress:
-    """A rich progress bar on a terminal, plain ``step i/n …`` lines otherwise (logs, jobs)."""
+class Progress(core_progress.Progress):
+    """The loop's ``core.progress.Progress``: a bar with elapsed, rate and ETA on a terminal, plain
+    ``label step i/n info · elapsed · rate · ETA`` lines otherwise (each ``line=True`` update, and
+    at least every ``PLAIN_EVERY_S`` seconds)."""
 
     def __init__(self, total: int, start: int, label: str, enabled: bool = True) -> None:
-        self.total, self.label = total, label
-        self.bar = None
-        self.enabled = enabled
-        if enabled and sys.stdout.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
+        super().__init__(label, total, start=start, enabled=enabled)
 
-            self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
-            self.bar.start()
-            self.task = self.bar.add_task(label, total=total, completed=start, info="")
-
-    def update(self, step: int, info: str = "", line: bool = False) -> None:
-        """Move to ``step``; ``line`` also prints ``info`` as a plain line when not on a terminal."""
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, info=info)
-        elif self.enabled and line:
-            print(f"{self.label} step {step}/{self.total} {info}", flush=True)
-
-    def print(self, msg: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(msg)
-        else:
-            print(msg, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
+    def update(self, step: float, info: str = "", line: bool = False) -> None:  # type: ignore[override]
+        super().update(step, info, force_line=line)
 
 
 # ---- the session --------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from rich.progress import (
 )
 
 from llmctl.core import atomic, runs
+from llmctl.core import progress as core_progress
 from llmctl.core.artifacts import (
     ArtifactBusy,
     ArtifactWriter,
@@ -379,13 +380,18 @@ def make_encoder(tok: Any, workers: int):
 # ---- progress display -----------------------------------------------------------------------------
 
 class _Display:
-    """A rich progress bar on a terminal (bytes read, documents/s, tokens/s); silent otherwise."""
+    """A rich progress bar on a terminal (bytes read, documents/s, tokens/s); otherwise plain
+    lines with the same elapsed, rate and ETA every few seconds (``core.progress``)."""
 
     def __init__(self, total_bytes: int | None, enabled: bool) -> None:
         self.enabled = enabled
         self.t0 = time.time()
         self.progress = None
+        self.lines: core_progress.Progress | None = None
         if not enabled:
+            if not os.environ.get("LLMCTL_NO_PROGRESS"):
+                self.lines = core_progress.Progress("prepare pretrain", total_bytes / 1e6 if total_bytes else None, unit="MB",
+                                      stream=sys.stderr)
             return
 
         self.progress = Progress(
@@ -399,6 +405,8 @@ class _Display:
         self.progress.start()
 
     def update(self, bytes_read: int, docs: int, tokens: int, docs0: int, tokens0: int) -> None:
+        if self.lines is not None:
+            self.lines.update(bytes_read / 1e6, f"{docs:,} docs, {_human(tokens)} tokens")
         if self.progress is None:
             return
         dt = max(time.time() - self.t0, 1e-6)
