@@ -266,13 +266,19 @@ class DecodeEngine:
     @torch.no_grad()
     def run(self, model: GPT, rows: Sequence[Sequence[int]], max_new_tokens: int, spec: Sampling, *,
             seed: int | None = None, dtype: torch.dtype = torch.float32, mode: str = "graph",
-            check_every: int = 16) -> DecodeResult:
-        """Generate after each of ``rows`` (non-empty prompts that fit ``block_size - max_new_tokens``)."""
+            check_every: int | None = None) -> DecodeResult:
+        """Generate after each of ``rows`` (non-empty prompts that fit ``block_size - max_new_tokens``).
+
+        The host reads the ``done`` flags every ``check_every`` steps (default 16 on CUDA; 1 on
+        the CPU, where reading them costs nothing).
+        """
         device = self.device
         if mode not in MODES:
             raise ValueError(f"unknown decode mode {mode!r}; modes: {', '.join(MODES)}")
         if device.type != "cuda":
-            mode, check_every = "eager", 1  # a sync is free on the CPU: stop as soon as every row is done
+            mode = "eager"
+        if check_every is None:
+            check_every = 16 if device.type == "cuda" else 1
         w = self.weights.get(dtype)
         if w is None:
             w = self.weights[dtype] = Weights(model, dtype)
@@ -360,7 +366,7 @@ def release(model: GPT) -> None:
 def fast_generate(model: GPT, rows: Sequence[Sequence[int]], max_new_tokens: int, *, temperature: float = 1.0,
                   top_k: int | None = None, top_p: float | None = None, eos_id: int | None = EOT_ID,
                   seed: int | None = None, dtype: torch.dtype | None = None, vocab_limit: int = N_VOCAB,
-                  mode: str = "graph", check_every: int = 16, logprobs: bool = False) -> Any:
+                  mode: str = "graph", check_every: int | None = None, logprobs: bool = False) -> Any:
     """:func:`generate`'s contract on the static-cache decoder; rows must already fit the model.
 
     Returns the rows' new tokens, or a :class:`DecodeResult` with their log-probs when ``logprobs``
@@ -384,3 +390,29 @@ def fast_generate(model: GPT, rows: Sequence[Sequence[int]], max_new_tokens: int
     finally:
         model.train(was_training)
     return res if logprobs else res.tokens
+
+
+@torch.no_grad()
+def first_divergence(model: GPT, prompt: Sequence[int], a: Sequence[int], b: Sequence[int],
+                     dtype: torch.dtype | None = None) -> dict[str, Any] | None:
+    """Where two greedy continuations of ``prompt`` first differ, and by how much the reference
+    (eager, teacher-forced) logits separate the two tokens there; None when they agree.
+
+    ``logit_gap`` = logit[a_t] - logit[b_t] and ``top2_gap`` (the margin between the two best
+    logits) measure how close to a tie the step was: rounding differences flip near-ties only.
+    """
+    t = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
+    if t is None:
+        return None if len(a) == len(b) else {"step": min(len(a), len(b)), "reason": "different lengths"}
+    device = next(model.parameters()).device
+    idx = torch.tensor([list(prompt) + list(a[:t])], device=device)[:, -model.config.block_size:]
+    was = model.training
+    model.eval()
+    try:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype not in (None, torch.float32)):
+            logits = model(idx)[0, -1].float()
+    finally:
+        model.train(was)
+    top = torch.topk(logits, 2).values
+    return {"step": t, "a": int(a[t]), "b": int(b[t]), "logit_gap": float(logits[a[t]] - logits[b[t]]),
+            "top2_gap": float(top[0] - top[1])}
