@@ -279,7 +279,8 @@ def _token_file(path: Path, n: int = 4_000_000) -> None:
         f.create_dataset("tokens", data=rng.integers(0, 50257, size=n, dtype=np.int32))
 
 
-def _pretrain(a: argparse.Namespace, rec: Rec, preset: str) -> None:
+def _pretrain(a: argparse.Namespace, rec: Rec, preset: str, full: bool = True) -> None:
+    """The real loop's MFU; then the compiled step alone; with ``full`` also a sync per step and a profile."""
     from llmctl.core.metrics import read_metrics
     from llmctl.core.train_params import PretrainParams
     from llmctl.core.workspace import init_workspace
@@ -288,7 +289,7 @@ def _pretrain(a: argparse.Namespace, rec: Rec, preset: str) -> None:
 
     dev, gpu = a.device, a.device.type == "cuda"
     B, T = (32, 1024) if gpu else (2, 128)
-    steps, every = (40, 10) if gpu else (6, 2)
+    steps, every = ((40 if full else 30), 10) if gpu else (6, 2)
     if not gpu:
         preset = "tiny"
     rec["setup"] = f"{preset}, batch {B} x {T}, bf16 autocast, torch.compile, random tokens" if gpu else \
@@ -339,7 +340,7 @@ def _pretrain(a: argparse.Namespace, rec: Rec, preset: str) -> None:
         opt.zero_grad(set_to_none=True)
 
     n = 20
-    for read in (False, True):
+    for read in (False, True) if full else (False,):
         for _ in range(3):
             one(read)
         sync(dev)
@@ -352,6 +353,31 @@ def _pretrain(a: argparse.Namespace, rec: Rec, preset: str) -> None:
         rec[f"{key}_tok_s"] = tps
         if peak:
             rec[f"{key}_mfu"] = fpt * tps / peak
+    if not full:
+        return
+    try:
+        _profile(rec, lambda: one(False), dev)
+    except Exception as e:
+        rec["profile_error"] = f"{type(e).__name__}: {e}"
+
+
+def _profile(rec: Rec, one: Callable[[], None], dev: torch.device) -> None:
+    """What the profile says: the kernels of three steps, by GPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            one()
+        sync(dev)
+
+    def gpu_us(e: Any) -> float:
+        return float(getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0) or 0)
+
+    events = [e for e in prof.key_averages() if gpu_us(e) > 0]
+    total = sum(gpu_us(e) for e in events) or 1.0
+    rec["profile_gpu_ms_per_step"] = total / 3 / 1e3
+    rec["profile_top_kernels"] = [{"name": e.key[:90], "ms_per_step": gpu_us(e) / 3 / 1e3, "share": gpu_us(e) / total,
+                                   "calls_per_step": e.count / 3} for e in sorted(events, key=gpu_us, reverse=True)[:15]]
 
 
 def sec_pretrain_124m(a: argparse.Namespace, rec: Rec) -> None:
@@ -362,7 +388,7 @@ def sec_pretrain_355m(a: argparse.Namespace, rec: Rec) -> None:
     if a.device.type != "cuda":
         rec["skipped"] = "CPU subset: the tiny preset runs in pretrain_124m"
         return
-    _pretrain(a, rec, "gpt2-medium")
+    _pretrain(a, rec, "gpt2-medium", full=False)
 
 
 def sec_hf_training(a: argparse.Namespace, rec: Rec) -> None:
@@ -512,7 +538,8 @@ def sec_demo(a: argparse.Namespace, rec: Rec) -> None:
         rec["skipped"] = "CPU subset (the demo takes minutes on a CPU; --demo-on-cpu runs it)"
         return
     cmd = [sys.executable, "-m", "llmctl.core.cli", "demo"]
-    help_out = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    help_out = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=120, env=env)
     if "--preset" not in help_out.stdout:
         rec["skipped"] = "`llmctl demo` has no --preset option yet" + \
             (f" (help exited {help_out.returncode}: {help_out.stderr.strip()[-300:]})" if help_out.returncode else "")
