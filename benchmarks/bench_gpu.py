@@ -13,18 +13,22 @@ CUDA context loses that section only, and what it measured before is kept):
 * ``generation``: tokens/s at batch 1, 8 and 64 (64-token prompts, 256 new tokens, greedy, 124M,
   bf16) for our eager KV-cache path, the fast decoder (CUDA graphs) and transformers'
   ``generate`` with its static cache (not compiled, bf16 weights).
-* ``pretrain_124m`` / ``pretrain_355m``: ``llmctl run pretrain`` (the real loop, compiled, bf16,
-  batch 32 x 1024, random tokens) MFU from its metrics, and the compiled step alone (no loop: the
-  ceiling) with and without a host sync per step.
+* ``pretrain_124m``: ``llmctl run pretrain`` (the real loop, compiled, bf16, batch 32 x 1024,
+  random tokens) MFU from its metrics; the compiled step alone (no loop: the ceiling) with and
+  without a host sync per step; the step's top kernels by GPU time.
 * ``grpo``: one GRPO step (64 prompts x 8 samples, 256 new tokens, 124M) timed as rollout /
   scoring / update (reference log-probs + clipped-ratio loss backward + AdamW).
+* ``gen_compile``: the fast decoder's step compiled: ``inductor`` (fused kernels captured in our
+  graphs) at batch 8 and 64, ``compile`` (``torch.compile(mode="reduce-overhead")``) at batch 8.
+  ``LLMCTL_DECODE_MODE=inductor`` makes ``generate`` use the first.
 * ``hf_training``: our training step vs transformers ``GPT2LMHeadModel`` (eager bf16 autocast,
   batch 16 x 1024, same weights, same fused AdamW), interleaved.
 * ``attention``: SDPA forward+backward at (32, 12, 1024, 64) bf16 causal per backend.
 * ``demo``: ``python -m llmctl.core.cli demo --preset small --workspace DIR`` (skipped when the
   demo has no ``--preset``; needs the tokenizer: set ``LLMCTL_TIKTOKEN_FILE``).
-* ``gen_compile``: the fast decoder with ``torch.compile(mode="reduce-overhead")`` at batch 8.
+* ``pretrain_355m``: the loop and the step alone for gpt2-medium.
 
+A section starts only while the budget (``--budget``, default 470 s on a GPU) has room for it.
 Needs no dataset and no tokenizer (random token ids; scoring decodes with the tokenizer when one
 is available, else with a stand-in). Prints a markdown table; ``--out`` writes everything as JSON.
 Without a GPU it says so and runs a CPU subset at small sizes (about a minute).
@@ -248,6 +252,8 @@ def _gen_batch(rec: Rec, key: str, model: Any, hf: Any, prompts: list[list[int]]
 
 
 def sec_gen_compile(a: argparse.Namespace, rec: Rec) -> None:
+    """The fast decoder's step under torch.compile: "inductor" (fused kernels in our CUDA graphs) at
+    batch 8 and 64, then "compile" (reduce-overhead, torch's own graphs) at batch 8, against "graph"."""
     from llmctl.trainers.decode import fast_generate
 
     dev = a.device
@@ -256,18 +262,25 @@ def sec_gen_compile(a: argparse.Namespace, rec: Rec) -> None:
         return
     dt = gen_dtype(dev)
     model = make_model(a.gen_preset, dev).eval()
-    prompts = random_prompts(8, 64, 64, seed=8)
-    res = {}
-    for mode in ("compile", "graph"):
-        t0 = time.perf_counter()
-        fast_generate(model, prompts, 256, temperature=0.0, eos_id=None, dtype=dt, mode=mode)
-        sync(dev)
-        res[f"{mode}_first_call_s"] = time.perf_counter() - t0
-        t = best_time(lambda m=mode: fast_generate(model, prompts, 256, temperature=0.0, eos_id=None, dtype=dt,
-                                                    mode=m), dev, reps=5, warmup=1)
-        res[f"{mode}_tok_s"] = 8 * 256 / t
-        rec.update(res)
-        rec["batch"] = 8
+    rec["setup"] = f"{a.gen_preset}, 64-token prompts, 256 new tokens, greedy, bf16"
+    for B, modes in ((8, ("graph", "inductor")), (64, ("graph", "inductor")), (8, ("compile",))):
+        prompts = random_prompts(B, 64, 64, seed=B)
+        res = rec.get(f"batch_{B}", {})
+        for mode in modes:
+            def run(m: str = mode, p: list[list[int]] = prompts) -> Any:
+                return fast_generate(model, p, 256, temperature=0.0, eos_id=None, dtype=dt, mode=m)
+
+            t0 = time.perf_counter()
+            rows = run()
+            sync(dev)
+            res[f"{mode}_first_call_s"] = time.perf_counter() - t0
+            res[f"{mode}_tok_s"] = B * 256 / best_time(run, dev, reps=5, warmup=0)
+            if mode != "graph" and "graph_rows" in res:
+                res[f"{mode}_identical_rows_vs_graph"] = sum(x == y for x, y in zip(rows, res["graph_rows"],
+                                                                                     strict=True)) / B
+            if mode == "graph":
+                res["graph_rows"] = rows
+            rec[f"batch_{B}"] = {k: v for k, v in res.items() if k != "graph_rows"}
 
 
 def _token_file(path: Path, n: int = 4_000_000) -> None:
@@ -569,14 +582,14 @@ def sec_demo(a: argparse.Namespace, rec: Rec) -> None:
 # name -> (function, cap in seconds on a GPU, cap on a CPU (0: GPU only), least time worth starting it with)
 SECTIONS: dict[str, tuple[Callable[[argparse.Namespace, Rec], None], int, int, int]] = {
     "equality": (sec_equality, 60, 30, 20),
-    "generation": (sec_generation, 120, 60, 40),
+    "generation": (sec_generation, 100, 60, 40),
     "pretrain_124m": (sec_pretrain_124m, 110, 30, 60),
     "grpo": (sec_grpo, 70, 30, 30),
+    "gen_compile": (sec_gen_compile, 150, 0, 60),
     "hf_training": (sec_hf_training, 50, 25, 25),
     "attention": (sec_attention, 25, 0, 10),
     "demo": (sec_demo, 185, 0, 60),
     "pretrain_355m": (sec_pretrain_355m, 110, 0, 70),
-    "gen_compile": (sec_gen_compile, 90, 0, 50),
 }
 
 
@@ -600,10 +613,15 @@ def table(res: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"fast vs eager {_f(r.get('fast_vs_eager'), '{:.1f}x')}, vs HF {_f(r.get('fast_vs_hf'), '{:.1f}x')}"
                     + (f"; no graph {_f(r.get('fast_no_graph_tok_s'))}" if "fast_no_graph_tok_s" in r else "")))
     c = res.get("gen_compile", {})
-    if "compile_tok_s" in c:
-        out.append(("fast decode batch 8: CUDA graph / compile reduce-overhead (tok/s)",
-                    f"{_f(c.get('graph_tok_s'))} / {_f(c.get('compile_tok_s'))}",
-                    f"first call {_f(c.get('graph_first_call_s'), '{:.1f}')} s / {_f(c.get('compile_first_call_s'), '{:.1f}')} s"))
+    for B in (8, 64):
+        r = c.get(f"batch_{B}") or {}
+        if "graph_tok_s" in r:
+            out.append((f"fast decode batch {B}: graph / inductor / compile reduce-overhead (tok/s)",
+                        f"{_f(r.get('graph_tok_s'))} / {_f(r.get('inductor_tok_s'))} / {_f(r.get('compile_tok_s'))}",
+                        "first call (s, with compile): " + ", ".join(
+                            f"{m} {_f(r.get(m + '_first_call_s'), '{:.1f}')}" for m in ("graph", "inductor", "compile")
+                            if m + "_first_call_s" in r)
+                        + f"; rows equal to graph's: inductor {_f(r.get('inductor_identical_rows_vs_graph'), '{:.2f}')}"))
     e = res.get("equality", {})
     if "fp32_identical_rows" in e:
         out.append(("fp32 greedy fast == eager (rows)", e["fp32_identical_rows"],
@@ -664,7 +682,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="Write every figure as JSON here.")
     ap.add_argument("--sections", default="", help="Comma-separated subset (default: all, in order).")
     ap.add_argument("--budget", type=float, default=0.0,
-                    help="Seconds for everything (default 465 on a GPU, 150 on a CPU); sections that no longer fit "
+                    help="Seconds for everything (default 470 on a GPU, 150 on a CPU); sections that no longer fit "
                          "are skipped.")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--gen-preset", default="", help="Model for decoding (default gpt2 on a GPU, mini on a CPU).")
@@ -685,7 +703,7 @@ def main() -> int:
         return 0
 
     t_start = time.perf_counter()
-    budget = a.budget or (465.0 if gpu else 150.0)
+    budget = a.budget or (470.0 if gpu else 150.0)
     if gpu:
         name = torch.cuda.get_device_name(0)
         mem = torch.cuda.get_device_properties(0).total_memory / 2**30

@@ -144,11 +144,12 @@ def test_step_traces_as_one_graph(model, prompts):
     w = eng.weights[dtype]
     spec = next(k[3] for k in eng.steps if k[:3] == (B, L, dtype))
     torch._dynamo.reset()
-    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
-    t0 = int(buf.t)
-    with torch.no_grad():
-        compiled(buf, w, spec, KEY_BUCKET)
-    assert int(buf.t) == t0 + 1
+    for dynamic in (False, True):  # "compile" mode traces it with static shapes, "inductor" with symbolic ones
+        compiled = torch.compile(step, backend="aot_eager", fullgraph=True, dynamic=dynamic)
+        t0 = int(buf.t)
+        with torch.no_grad():
+            compiled(buf, w, spec, KEY_BUCKET)
+        assert int(buf.t) == t0 + 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-graph capture needs a GPU")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -39,7 +40,8 @@ from llmctl.core.tokenizer import EOT_ID, N_VOCAB
 from llmctl.trainers.generate import last_logits, sample_with, trim_rows
 from llmctl.trainers.model import GPT, attention_mask_for
 
-MODES = ("graph", "compile", "eager")
+MODES = ("graph", "inductor", "compile", "eager")
+DEFAULT_MODE = os.environ.get("LLMCTL_DECODE_MODE", "graph")  # what generate() uses on CUDA
 KEY_BUCKET = 64  # a step attends over a multiple of this many cache slots
 LEN_BUCKET = 128  # cache lengths are rounded up to a multiple of this
 MAX_BUFFERS = 4  # cache shapes kept per model (least recently used dropped first)
@@ -116,8 +118,7 @@ class Buffers:
         c = model.config
         hd = c.n_embd // c.n_head
         self.B, self.L = B, L
-        self.k = torch.zeros(c.n_layer, B, c.n_head, L, hd, dtype=dtype, device=device)
-        self.v = torch.zeros_like(self.k)
+        self.kv = torch.zeros(c.n_layer, 2, B, c.n_head, L, hd, dtype=dtype, device=device)  # keys, values
         self.key_mask = torch.zeros(B, L, dtype=torch.bool, device=device)
         self.slots = torch.arange(L, device=device)
         self.lens = torch.zeros(B, dtype=torch.long, device=device)  # real prompt tokens per row
@@ -130,7 +131,7 @@ class Buffers:
         self.u = torch.zeros(L, B, dtype=torch.float32, device=device)  # uniforms of step t in row t
 
     def tensors(self) -> list[torch.Tensor]:
-        return [self.k, self.v, self.key_mask, self.slots, self.lens, self.p, self.t, self.tok, self.done,
+        return [self.kv, self.key_mask, self.slots, self.lens, self.p, self.t, self.tok, self.done,
                 self.out, self.logp, self.u]
 
 
@@ -139,7 +140,8 @@ def trunk(w: Weights, buf: Buffers, idx: torch.Tensor, pos: torch.Tensor, write:
     """Final hidden states (B, T, C) of tokens ``idx`` at positions ``pos``, cached at slots ``write``.
 
     Each layer writes its keys/values at ``write`` (T,) then attends over slots ``:n_keys`` with
-    ``mask`` (B, 1, T, n_keys), or causally when ``mask`` is None (a prefill without padding).
+    ``mask`` (B, 1, T, n_keys; boolean, or additive in the compute dtype), or causally when
+    ``mask`` is None (a prefill without padding).
     """
     B, T = idx.shape
     C = w.wte.size(1)
@@ -148,11 +150,10 @@ def trunk(w: Weights, buf: Buffers, idx: torch.Tensor, pos: torch.Tensor, write:
     x = F.embedding(idx, w.wte) + F.embedding(pos, w.wpe)
     for i, (ln1, qkv_w, qkv_b, proj_w, proj_b, ln2, fc_w, fc_b, out_w, out_b) in enumerate(w.layers):
         a = F.layer_norm(x, (C,), ln1[0], ln1[1], ln1[2])
-        q, k, v = F.linear(a.to(dt), qkv_w, qkv_b).split(C, dim=2)
-        q = q.view(B, T, H, -1).transpose(1, 2)
-        buf.k[i].index_copy_(2, write, k.view(B, T, H, -1).transpose(1, 2))
-        buf.v[i].index_copy_(2, write, v.view(B, T, H, -1).transpose(1, 2))
-        keys, values = buf.k[i, :, :, :n_keys], buf.v[i, :, :, :n_keys]
+        qkv = F.linear(a.to(dt), qkv_w, qkv_b).view(B, T, 3, H, C // H)
+        q = qkv[:, :, 0].transpose(1, 2)
+        buf.kv[i].index_copy_(3, write, qkv[:, :, 1:].permute(2, 0, 3, 1, 4))  # keys and values in one write
+        keys, values = buf.kv[i, 0, :, :, :n_keys], buf.kv[i, 1, :, :, :n_keys]
         if mask is None:
             y = F.scaled_dot_product_attention(q, keys, values, is_causal=T > 1)
         else:
@@ -187,7 +188,8 @@ def step(buf: Buffers, w: Weights, spec: Sampling, n_keys: int) -> None:
     slot = buf.p + buf.t - 1  # (1,): where the fed token's keys go
     pos = (buf.lens + buf.t - 1)[:, None]
     key_ok = buf.key_mask[:, :n_keys] & (buf.slots[:n_keys] <= slot)
-    h = trunk(w, buf, buf.tok[:, None], pos, slot, n_keys, key_ok[:, None, None, :])
+    bias = torch.zeros(key_ok.shape, dtype=w.dtype, device=key_ok.device).masked_fill_(~key_ok, float("-inf"))
+    h = trunk(w, buf, buf.tok[:, None], pos, slot, n_keys, bias[:, None, None, :])  # one mask for every layer
     emit(buf, w, spec, h)
 
 
@@ -211,6 +213,7 @@ class DecodeEngine:
         self.buffers: OrderedDict[tuple[int, int, torch.dtype], Buffers] = OrderedDict()
         self.steps: dict[tuple[Any, ...], Any] = {}  # (B, L, dtype, spec, n_keys, mode) -> replayable step
         self.pool: Any = None
+        self.compiled: Any = None  # the step under torch.compile ("inductor" mode)
 
     # ---- buffers and captured steps ----
     def _buffers(self, model: GPT, B: int, L: int, dtype: torch.dtype) -> Buffers:
@@ -232,19 +235,23 @@ class DecodeEngine:
             return fn
         if mode == "eager":
             fn = lambda: step(buf, w, spec, n_keys)  # noqa: E731
-        elif mode == "compile":
+        elif mode == "compile":  # torch.compile's own CUDA graphs (cudagraph trees)
             for t in buf.tensors() + w.tensors():
                 torch._dynamo.mark_static_address(t)
             compiled = torch.compile(step, mode="reduce-overhead", fullgraph=True)
             fn = lambda: compiled(buf, w, spec, n_keys)  # noqa: E731
+        elif mode == "inductor":  # fused kernels (one compile, shapes symbolic), captured here like "graph"
+            if self.compiled is None:
+                self.compiled = torch.compile(step, dynamic=True, fullgraph=True)
+            fn = self._capture(buf, w, spec, n_keys, self.compiled)
         else:
-            fn = self._capture(buf, w, spec, n_keys)
+            fn = self._capture(buf, w, spec, n_keys, step)
         self.steps[key] = fn
         return fn
 
-    def _capture(self, buf: Buffers, w: Weights, spec: Sampling, n_keys: int) -> Any:
-        """Warm the step up on a side stream, then capture it as a CUDA graph (call before the prefill:
-        the warm-up writes into the buffers)."""
+    def _capture(self, buf: Buffers, w: Weights, spec: Sampling, n_keys: int, fn: Any) -> Any:
+        """Warm ``fn`` (the step) up on a side stream, then capture it as a CUDA graph (call before the
+        prefill: the warm-up writes into the buffers)."""
         buf.t.fill_(1)
         buf.p.zero_()
         buf.lens.zero_()
@@ -253,20 +260,20 @@ class DecodeEngine:
         with torch.cuda.stream(side):
             for _ in range(2):
                 buf.t.fill_(1)
-                step(buf, w, spec, n_keys)
+                fn(buf, w, spec, n_keys)
         torch.cuda.current_stream(self.device).wait_stream(side)
         buf.t.fill_(1)
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            step(buf, w, spec, n_keys)
+            fn(buf, w, spec, n_keys)
         return graph.replay
 
     # ---- one call ----
     @torch.no_grad()
     def run(self, model: GPT, rows: Sequence[Sequence[int]], max_new_tokens: int, spec: Sampling, *,
-            seed: int | None = None, dtype: torch.dtype = torch.float32, mode: str = "graph",
+            seed: int | None = None, dtype: torch.dtype = torch.float32, mode: str | None = None,
             check_every: int | None = None) -> DecodeResult:
         """Generate after each of ``rows`` (non-empty prompts that fit ``block_size - max_new_tokens``).
 
@@ -274,6 +281,7 @@ class DecodeEngine:
         the CPU, where reading them costs nothing).
         """
         device = self.device
+        mode = mode or DEFAULT_MODE
         if mode not in MODES:
             raise ValueError(f"unknown decode mode {mode!r}; modes: {', '.join(MODES)}")
         if device.type != "cuda":
@@ -337,7 +345,7 @@ class DecodeEngine:
     @staticmethod
     def _n_keys(filled: int, L: int, mode: str) -> int:
         """Cache slots a step attends over once ``filled`` slots hold keys (one graph per bucket)."""
-        return L if mode == "compile" else min(L, _round_up(filled, KEY_BUCKET))
+        return L if mode in ("compile", "inductor") else min(L, _round_up(filled, KEY_BUCKET))
 
 
 def _round_up(n: int, k: int) -> int:
@@ -367,13 +375,15 @@ def release(model: GPT) -> None:
 def fast_generate(model: GPT, rows: Sequence[Sequence[int]], max_new_tokens: int, *, temperature: float = 1.0,
                   top_k: int | None = None, top_p: float | None = None, eos_id: int | None = EOT_ID,
                   seed: int | None = None, dtype: torch.dtype | None = None, vocab_limit: int = N_VOCAB,
-                  mode: str = "graph", check_every: int | None = None, logprobs: bool = False) -> Any:
+                  mode: str | None = None, check_every: int | None = None, logprobs: bool = False) -> Any:
     """:func:`generate`'s contract on the static-cache decoder; rows must already fit the model.
 
     Returns the rows' new tokens, or a :class:`DecodeResult` with their log-probs when ``logprobs``
     (log p of each sampled token under ``softmax(logits / temperature)`` over the first
-    ``vocab_limit`` ids: the distribution the trainers score). ``mode``: ``graph`` (CUDA graphs),
-    ``compile`` (``torch.compile(mode="reduce-overhead")``) or ``eager``; always eager on CPU.
+    ``vocab_limit`` ids: the distribution the trainers score). ``mode``: ``graph`` (the step's
+    kernels captured as CUDA graphs), ``inductor`` (the step compiled by ``torch.compile``, its fused
+    kernels captured the same way), ``compile`` (``torch.compile(mode="reduce-overhead")``: its own
+    graphs) or ``eager``; default ``$LLMCTL_DECODE_MODE`` or ``graph``; always eager on CPU.
     """
     if max_new_tokens < 1 or not rows:
         empty: list[list[int]] = [[] for _ in rows]
