@@ -621,6 +621,8 @@ def table(res: dict[str, Any]) -> list[tuple[str, str, str]]:
         r = g.get(f"batch_{B}")
         if not r:
             continue
+        fast, eager, hf = r.get("fast_tok_s"), r.get("eager_tok_s"), r.get("hf_static_tok_s")
+        r = {**r, "fast_vs_eager": fast / eager if fast and eager else None, "fast_vs_hf": fast / hf if fast and hf else None}
         out.append((f"generation batch {B}: eager / fast / HF static (tok/s)",
                     f"{_f(r.get('eager_tok_s'))} / {_f(r.get('fast_tok_s'))} / {_f(r.get('hf_static_tok_s'))}",
                     f"fast vs eager {_f(r.get('fast_vs_eager'), '{:.1f}x')}, vs HF {_f(r.get('fast_vs_hf'), '{:.1f}x')}"
@@ -640,7 +642,7 @@ def table(res: dict[str, Any]) -> list[tuple[str, str, str]]:
     e = res.get("equality", {})
     if "fp32_identical_rows" in e:
         out.append(("fp32 greedy fast == eager (rows)", e["fp32_identical_rows"],
-                    f"log-prob max |diff| {_f(e.get('fp32_logprob_max_abs_diff'), '{:.1e}')}; mismatches "
+                    f"log-prob max abs diff {_f(e.get('fp32_logprob_max_abs_diff'), '{:.1e}')}; mismatches "
                     f"{e.get('fp32_mismatches')}"))
     if "bf16_identical_rows" in e:
         out.append(("bf16 greedy fast == eager (rows)", e["bf16_identical_rows"],
@@ -676,7 +678,7 @@ def table(res: dict[str, Any]) -> list[tuple[str, str, str]]:
                     f"{(d.get('output_tail') or [''])[-1]}"))
     for name, v in res.items():
         if isinstance(v, dict) and v.get("error"):
-            out.append((f"{name}: FAILED", v["error"].splitlines()[-1][:160], ""))
+            out.append((f"{name}: FAILED", v["error"].splitlines()[0][:160].replace("|", "/"), ""))
     return out
 
 
