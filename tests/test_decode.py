@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from llmctl.core.tokenizer import N_VOCAB
-from llmctl.trainers.decode import KEY_BUCKET, engine_for, fast_generate, first_divergence, step
+from llmctl.trainers.decode import KEY_BUCKET, DecodeEngine, engine_for, fast_generate, first_divergence, step
 from llmctl.trainers.generate import generate
 from llmctl.trainers.heads import PolicyModel
 from llmctl.trainers.model import GPT, GPTConfig
@@ -150,6 +150,34 @@ def test_step_traces_as_one_graph(model, prompts):
         with torch.no_grad():
             compiled(buf, w, spec, KEY_BUCKET)
         assert int(buf.t) == t0 + 1
+
+
+def test_graph_mode_bookkeeping_with_a_stand_in_capture(prompts, monkeypatch):
+    """'graph' mode on the CPU with the CUDA calls stood in for: the warm-ups really run (and write
+    into the buffers) before the prefill, one graph per attended-key bucket, each replay one step."""
+    graphs = []
+
+    def stand_in(self, call, reset):
+        for _ in range(2):
+            reset()
+            call()
+        reset()
+        graphs.append(call)
+        return call  # replaying a graph = running the captured step again on the same buffers
+
+    monkeypatch.setattr(DecodeEngine, "_graph", stand_in)
+    torch.manual_seed(4)
+    m = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=256)).eval()
+    engine_for(m).can_capture = True
+    eager = generate(m, prompts, 100, temperature=0.0, eos_id=None, fast=False)
+    assert_same_greedy(m, prompts, fast_generate(m, prompts, 100, temperature=0.0, eos_id=None, mode="graph"), eager)
+    P = max(len(p) for p in prompts)
+    assert len(graphs) == len({-(-(P + t) // KEY_BUCKET) for t in range(1, 100)})  # buckets of attended slots
+    n = len(graphs)
+    assert fast_generate(m, prompts, 100, temperature=0.0, eos_id=None, mode="graph") == eager
+    assert len(graphs) == n  # the same shape replays what it captured
+    kw = dict(temperature=0.9, top_k=30, seed=2, eos_id=eager[0][3])
+    assert fast_generate(m, prompts, 60, mode="graph", **kw) == fast_generate(m, prompts, 60, mode="eager", **kw)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-graph capture needs a GPU")

@@ -214,6 +214,7 @@ class DecodeEngine:
         self.steps: dict[tuple[Any, ...], Any] = {}  # (B, L, dtype, spec, n_keys, mode) -> replayable step
         self.pool: Any = None
         self.compiled: Any = None  # the step under torch.compile ("inductor" mode)
+        self.can_capture = self.device.type == "cuda"  # without CUDA every mode runs the step eagerly
 
     # ---- buffers and captured steps ----
     def _buffers(self, model: GPT, B: int, L: int, dtype: torch.dtype) -> Buffers:
@@ -250,24 +251,32 @@ class DecodeEngine:
         return fn
 
     def _capture(self, buf: Buffers, w: Weights, spec: Sampling, n_keys: int, fn: Any) -> Any:
-        """Warm ``fn`` (the step) up on a side stream, then capture it as a CUDA graph (call before the
-        prefill: the warm-up writes into the buffers)."""
-        buf.t.fill_(1)
+        """``fn`` (the step) on these buffers as a replayable graph. Call before the prefill: the
+        warm-up runs it (at slot 0, position 0) and writes into the buffers."""
         buf.p.zero_()
         buf.lens.zero_()
+
+        def reset() -> None:  # every warm-up step feeds slot 0: nothing runs past the buffers
+            buf.t.fill_(1)
+
+        return self._graph(lambda: fn(buf, w, spec, n_keys), reset)
+
+    def _graph(self, call: Any, reset: Any) -> Any:
+        """Warm ``call`` up on a side stream (``reset`` before each run), then capture it as a CUDA
+        graph; return its replay."""
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(2):
-                buf.t.fill_(1)
-                fn(buf, w, spec, n_keys)
+                reset()
+                call()
         torch.cuda.current_stream(self.device).wait_stream(side)
-        buf.t.fill_(1)
+        reset()
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
-            fn(buf, w, spec, n_keys)
+            call()
         return graph.replay
 
     # ---- one call ----
@@ -284,7 +293,7 @@ class DecodeEngine:
         mode = mode or DEFAULT_MODE
         if mode not in MODES:
             raise ValueError(f"unknown decode mode {mode!r}; modes: {', '.join(MODES)}")
-        if device.type != "cuda":
+        if not self.can_capture:
             mode = "eager"
         if check_every is None:
             check_every = 16 if device.type == "cuda" else 1
