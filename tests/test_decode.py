@@ -182,10 +182,10 @@ def test_graph_mode_bookkeeping_with_a_stand_in_capture(prompts, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-graph capture needs a GPU")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_graphs_replay_the_eager_step(prompts, dtype):
+def test_cuda_graphs_replay_the_eager_step(prompts, dtype, monkeypatch):
     torch.manual_seed(0)
     m = GPT(GPTConfig(n_layer=3, n_head=2, n_embd=64, block_size=256)).cuda().eval()
-    torch.backends.cuda.matmul.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     kw = dict(temperature=0.0, eos_id=None, dtype=dtype)
     eager_static = fast_generate(m, prompts, 80, mode="eager", **kw)
     graph = fast_generate(m, prompts, 80, mode="graph", **kw)

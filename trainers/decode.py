@@ -5,9 +5,11 @@
 GPU every step. Here the whole step -- embedding, every layer (its keys and values written into a
 preallocated cache at a slot held in a device tensor), the output layer, temperature / top-k /
 top-p sampling with pre-drawn uniforms, the EOS bookkeeping and the write of the new token -- reads
-and writes only fixed buffers, so it is captured once per batch shape and replayed with one launch
-(``torch.cuda.CUDAGraph``, or ``torch.compile(mode="reduce-overhead")``). The host looks at the
-``done`` flags every ``check_every`` steps only.
+and writes only fixed buffers, so it is captured once per batch shape and replayed with one launch.
+Modes (``$LLMCTL_DECODE_MODE``, default ``graph``): ``graph`` captures the step's kernels with
+``torch.cuda.CUDAGraph``; ``inductor`` compiles the step first (fused kernels) and captures those;
+``compile`` leaves graphs to ``torch.compile(mode="reduce-overhead")``; ``eager`` runs the step as
+plain PyTorch. The host looks at the ``done`` flags every ``check_every`` steps only.
 
 Layout of one call: prompts left-padded to width ``P`` and prefilled in one pass (slots
 ``0..P-1``), then token ``t`` is fed at slot ``P + t - 1``. The cache holds ``L >= P +
