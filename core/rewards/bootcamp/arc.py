@@ -7,8 +7,9 @@ missing. The expected grid is ``identity["std_ans"]`` when present (upstream's o
 else the task's transformation of ``input_grid``.
 
 Upstream computes that transformation with re-arc's verifier for ``task_key`` (400 programs).
-The built-in knows only the task keys in :data:`~llmctl.core.rewards.bootcamp.arc_tasks.TRANSFORMS`; a row of another task is not
-supported here (``supports`` says so, ``compute_score`` counts it, ``verl check`` fails on it).
+The built-in knows only the task keys in :data:`TRANSFORMS` (our own programs, in
+:mod:`~llmctl.core.rewards.bootcamp.arc_tasks` and :mod:`~llmctl.core.rewards.bootcamp.arc_tasks2`);
+a row of another task is not supported here (``supports`` says so, ``compute_score`` counts it, ``verl check`` fails on it).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import itertools
 import json
 from typing import Any
 
-from llmctl.core.rewards.bootcamp.arc_tasks import TRANSFORMS
+from llmctl.core.rewards.bootcamp import arc_tasks, arc_tasks2
 from llmctl.core.rewards.bootcamp.scan import all_nested_brackets
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
 
 Grid = tuple[tuple[int, ...], ...]
+
+TRANSFORMS = {**arc_tasks.TRANSFORMS, **arc_tasks2.TRANSFORMS}
+"""Task key to our program for it."""
 
 
 def as_tuples(value: Any) -> Any:
