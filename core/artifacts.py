@@ -35,7 +35,6 @@ FAILED_SUFFIX = ".failed.json"
 
 # The stage's parameters as llmctl.toml gave them (before command-line overrides), set by the CLI:
 # staleness compares the config against these, so a one-off override does not read as stale.
-ENV_CONFIG_PARAMS = "LLMCTL_CONFIG_PARAMS"
 
 STATES = ("missing", "building", "ready", "stale", "failed")
 
@@ -387,8 +386,8 @@ def commit_together(writers: list[ArtifactWriter], details: list[dict[str, Any]]
 class ArtifactWriter:
     """Write one artifact under a temporary name, holding its lock; ``commit`` makes it ready.
 
-    ``with ArtifactWriter(path, stage=..., params=..., inputs=...) as w:`` write ``w.tmp``, then
-    call ``w.commit(counts=...)``. Leaving the block without commit (an exception, a kill) leaves
+    ``with ArtifactWriter(path, stage=..., params=..., inputs=..., config_params=...) as w:`` write
+    ``w.tmp``, then call ``w.commit(counts=...)``. Leaving the block without commit (an exception, a kill) leaves
     the previous artifact untouched and no manifest for the new one. Entering removes what a dead
     writer left (a half-done folder swap is undone, an interrupted group commit finished, a stale
     ``w.tmp`` removed); with ``keep_tmp`` a regular ``w.tmp`` is kept for the caller to resume (it
@@ -406,12 +405,14 @@ class ArtifactWriter:
         keep_tmp: bool = False,
         job: str | None = None,
         expect_bytes: int | None = None,
+        config_params: dict[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
         self.tmp = atomic.tmp_path_for(self.path)
         self.stage = stage
         self.params = params or {}
         self.inputs = inputs or {}
+        self.config_params = config_params
         self.keep_tmp = keep_tmp
         self.job = job or os.environ.get("LLMCTL_RUN_DIR")
         self.expect_bytes = expect_bytes
@@ -483,12 +484,8 @@ class ArtifactWriter:
             "job": self.job,
             **extra,
         }
-        config_params = os.environ.get(ENV_CONFIG_PARAMS)
-        if config_params:
-            try:
-                manifest["config_params"] = json.loads(config_params)
-            except ValueError:
-                pass
+        if self.config_params is not None:  # the stage's llmctl.toml values: what staleness compares
+            manifest["config_params"] = self.config_params
         return manifest
 
     def install(self) -> None:

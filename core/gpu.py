@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmctl.core.jobs import parent_pid
+from llmctl.core.jobs import is_active, parent_pid
+from llmctl.core.runs import list_runs
 
 HISTORY_FIELDS = ("util", "mem_pct")
 
@@ -101,8 +102,6 @@ def active_job_pids(runs_dir: str | os.PathLike[str] | None) -> dict[int, str]:
     """``{pid or pgid: "<stage>/<run_id>"}`` for every running job under ``runs_dir``."""
     if runs_dir is None:
         return {}
-    from llmctl.core.jobs import is_active
-    from llmctl.core.runs import list_runs
 
     out: dict[int, str] = {}
     for r in list_runs(runs_dir):
@@ -140,9 +139,6 @@ def gpus_in_use(snapshot: GpuSnapshot | None, runs_dir: str | os.PathLike[str] |
     """``{gpu index: job}`` for GPUs a running job uses: its recorded ``gpus`` or its processes there."""
     used: dict[int, str] = {}
     if runs_dir is not None:
-        from llmctl.core.jobs import is_active
-        from llmctl.core.runs import list_runs
-
         for r in list_runs(runs_dir):
             if is_active(r.job):
                 for g in r.job.get("gpus") or []:

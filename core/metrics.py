@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from llmctl.core.atomic import write_bytes
+
 try:  # orjson is a dependency; json is the fallback
     import orjson
 
@@ -96,7 +98,6 @@ class MetricsWriter:
                     keep += line
                     if isinstance(row.get("time"), int | float):
                         self.t0 = time.time() - float(row["time"])
-        from llmctl.core.atomic import write_bytes
 
         write_bytes(self.path, bytes(keep))
         self.last_step = None

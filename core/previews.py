@@ -17,9 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+from rich.rule import Rule
+from rich.table import Table
 from rich.text import Text
 
 from llmctl.core.artifacts import newest_checkpoint, read_manifest
+from llmctl.core.stages import ARTIFACT_BY_NAME, ARTIFACTS
+from llmctl.core.tokenizer import Tokenizer
+from llmctl.core.workspace import Workspace
 
 EOT_ID = 50256
 TOKEN_WINDOW = 256  # tokens per window of a flat token file
@@ -62,10 +68,8 @@ class Preview:
 
 # ---- finding the file behind an artifact name ---------------------------------------------------
 
-def resolve_target(ws: Any, ref: str) -> Path:
+def resolve_target(ws: Workspace | None, ref: str) -> Path:
     """The path behind ``ref``: an artifact name (ARTIFACTS), a workspace-relative or absolute path."""
-    from llmctl.core.stages import ARTIFACT_BY_NAME
-
     spec = ARTIFACT_BY_NAME.get(ref)
     if spec is not None:
         p = ws.path(spec.path) if ws is not None else Path(spec.path)
@@ -86,8 +90,6 @@ def resolve_target(ws: Any, ref: str) -> Path:
     if not p.is_absolute() and ws is not None and not p.exists():
         p = ws.path(ref)
     if not p.exists():
-        from llmctl.core.stages import ARTIFACTS
-
         names = ", ".join(a.name for a in ARTIFACTS)
         raise FileNotFoundError(f"{ref}: no such artifact or file (artifacts: {names})")
     return p
@@ -120,13 +122,15 @@ def detect_kind(path: str | os.PathLike[str]) -> str:
 
 
 def preview(path: str | os.PathLike[str], *, kind: str | None = None, start: int = 0, count: int | None = None,
-            tokenizer: Any = None, window: int = TOKEN_WINDOW) -> Preview:
+            tokenizer: Tokenizer | None = None, window: int = TOKEN_WINDOW) -> Preview:
     """A page of the artifact at ``path``, starting at row (or token window) ``start``."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
     kind = kind or detect_kind(p)
     start = max(0, int(start))
+    if kind in ("tokens-h5", "sft-h5") and tokenizer is None:
+        raise ValueError(f"{p.name}: decoding tokens needs the workspace's tokenizer (ws.tokenizer())")
     if kind == "tokens-h5":
         return preview_tokens_h5(p, start, count or 2, tokenizer, window)
     if kind == "sft-h5":
@@ -160,10 +164,31 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def used_params_first(man: dict[str, Any]) -> dict[str, Any]:
+    """A manifest as a preview shows it: what made the artifact first (stage, counts, the params
+    the run used). The config file's values (``config_params``) appear only where the run used
+    another value, beside it (``0.0005 (llmctl.toml: 0.001)``), and those params come first."""
+    used, config = man.get("params"), man.get("config_params")
+    if not (isinstance(used, dict) and isinstance(config, dict)):
+        return man
+    changed = [k for k in used if k in config and config[k] != used[k]]
+    params: dict[str, Any] = {k: f"{_shown(used[k])}  (llmctl.toml: {_shown(config[k])})" for k in changed}
+    params.update((k, v) for k, v in used.items() if k not in params)
+    out: dict[str, Any] = {k: man[k] for k in ("stage", "counts") if k in man}
+    out["params"] = params
+    out.update((k, v) for k, v in man.items() if k not in out and k != "config_params")
+    return out
+
+
+def _shown(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
+
+
 def _manifest_meta(path: Path) -> dict[str, Any]:
     man = read_manifest(path)
     if not man:
         return {}
+    man = used_params_first(man)
     out: dict[str, Any] = {}
     for k in ("stage", "counts", "params", "tokenizer", "job"):
         if man.get(k):
@@ -196,14 +221,6 @@ def _h5_meta(f: Any) -> dict[str, Any]:
     return {"attributes": attrs, "datasets": dsets}
 
 
-def _get_tokenizer(tokenizer: Any) -> Any:
-    if tokenizer is not None:
-        return tokenizer
-    from llmctl.core.tokenizer import get_tokenizer
-
-    return get_tokenizer()
-
-
 # ---- token files ---------------------------------------------------------------------------------
 
 def token_text(ids: Any, tokenizer: Any) -> Text:
@@ -224,11 +241,10 @@ def token_text(ids: Any, tokenizer: Any) -> Text:
     return out
 
 
-def preview_tokens_h5(path: Path, start: int, count: int, tokenizer: Any, window: int = TOKEN_WINDOW) -> Preview:
+def preview_tokens_h5(path: Path, start: int, count: int, tok: Tokenizer, window: int = TOKEN_WINDOW) -> Preview:
     """Flat token file: windows of ``window`` tokens decoded to text."""
     import h5py
 
-    tok = _get_tokenizer(tokenizer)
     with h5py.File(path, "r") as f:
         meta = _h5_meta(f)
         d = f["tokens"]
@@ -298,12 +314,11 @@ def sft_row_text(tokens: Any, mask: Any, example_ids: Any, tokenizer: Any) -> Te
     return out
 
 
-def preview_sft_h5(path: Path, start: int, count: int, tokenizer: Any) -> Preview:
+def preview_sft_h5(path: Path, start: int, count: int, tok: Tokenizer) -> Preview:
     """Packed SFT rows: each row token by token, the loss-masked (trained) span highlighted."""
     import h5py
     import numpy as np
 
-    tok = _get_tokenizer(tokenizer)
     with h5py.File(path, "r") as f:
         meta = _h5_meta(f)
         toks = f["tokens"]
@@ -419,8 +434,6 @@ def line_index(path: Path) -> LineIndex:
 
 def read_jsonl_rows(path: str | os.PathLike[str], start: int, count: int) -> tuple[list[Any], int]:
     """Parsed records ``start``..``start+count`` of a JSONL file and its total line count."""
-    import orjson
-
     idx = line_index(Path(path))
     out: list[Any] = []
     for i, line in enumerate(idx.lines(start, count)):
@@ -506,7 +519,7 @@ def preview_folder(path: Path, kind: str) -> Preview:
             m = json.loads(man.read_text(encoding="utf-8"))
             if isinstance(m, dict) and isinstance(m.get("created"), int | float):
                 m["created"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["created"]))
-            meta["manifest"] = m
+            meta["manifest"] = used_params_first(m) if isinstance(m, dict) else m
         except (OSError, ValueError) as e:
             meta["manifest"] = f"unreadable: {e}"
     res = path / "results.json"
@@ -543,9 +556,6 @@ def preview_text(path: Path, start: int, count: int) -> Preview:
 
 def render(pv: Preview, meta_limit: int = 40) -> list[Any]:
     """Rich renderables for a preview (used by ``llmctl preview``): the page, then the metadata."""
-    from rich.rule import Rule
-    from rich.table import Table
-
     out: list[Any] = [Rule(f"[bold]{pv.title}[/]", align="left"), Text(str(pv.path), style="dim")]
     if pv.files is not None:
         ft = Table(title="files", title_justify="left")

@@ -5,6 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
+from llmctl.core.artifacts import ArtifactStatus
+from llmctl.core.status import StageStatus
+from llmctl.core.workspace import Workspace
+
 STATE_STYLE = {
     "ready": "green", "done": "green", "can run": "cyan", "running": "yellow", "building": "yellow",
     "stale": "magenta", "stopped": "magenta", "failed": "red", "missing": "dim", "waiting": "dim", "not built": "dim italic",
@@ -42,11 +49,8 @@ def human_counts(counts: dict[str, Any], limit: int = 4) -> str:
     return " ".join(parts) or "-"
 
 
-def render_status(ws, stages, arts) -> None:
+def render_status(ws: Workspace, stages: list[StageStatus], arts: dict[str, ArtifactStatus]) -> None:
     """Print the stage and artifact tables."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     console.print(f"[bold]workspace[/] {ws.root}")
     t = Table(title="stages", title_justify="left")

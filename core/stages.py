@@ -13,12 +13,15 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
+import math
 import sys
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from llmctl.core.params import check_values, field_default
 
 
 class StageNotBuilt(RuntimeError):
@@ -196,23 +199,45 @@ def field_type(f: dataclasses.Field, cls: type) -> tuple[type, bool]:
     return t, False
 
 
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None
-
-
 def stage_defaults(stage: Stage) -> dict[str, Any]:
     """The parameter defaults of a stage as plain TOML-able values (None values dropped)."""
     cls = stage.load_params_class()
     out = {}
     for f in dataclasses.fields(cls):
-        v = _default(f)
+        v = field_default(f)
         if v is not None:
             out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def _scalar(value: Any, typ: type) -> Any:
+    """``value`` as ``typ``: strings (the command line) are parsed, other values must already fit."""
+    if typ is bool:
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        elif isinstance(value, bool):
+            return value
+        raise ValueError(value)
+    if isinstance(value, bool | dict | list | tuple):  # true is not 1, a table is not a string
+        raise ValueError(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return value
+    if typ is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    if typ is float:
+        out = float(value)
+        if not math.isfinite(out):
+            raise ValueError(value)
+        return out
+    return value
 
 
 def coerce(value: Any, typ: type, is_list: bool, name: str) -> Any:
@@ -227,31 +252,21 @@ def coerce(value: Any, typ: type, is_list: bool, name: str) -> Any:
         # an empty string item (``--sources ""``) means "none", so a list can be emptied from the CLI
         return [coerce(v, typ, False, name) for v in value if v != ""]
     try:
-        if typ is bool:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if typ in (int, float, str):
-            if typ is int and isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return typ(value)
-    except (TypeError, ValueError):
-        raise ParamError(f"{name}: {value!r} is not a valid {typ.__name__}") from None
-    return value
+        return _scalar(value, typ)
+    except (TypeError, ValueError, OverflowError):
+        what = "a finite float" if typ is float else f"a valid {typ.__name__}"
+        raise ParamError(f"{name}: {value!r} is not {what}") from None
 
 
-def resolve_params(stage: Stage, config: dict[str, Any], overrides: dict[str, Any]) -> Any:
-    """Build the stage's params: dataclass defaults < ``llmctl.toml`` < command-line overrides."""
+def resolve_params(stage: Stage, config: dict[str, Any], overrides: dict[str, Any],
+                   config_file: str = "llmctl.toml") -> Any:
+    """Build the stage's params: dataclass defaults < ``llmctl.toml`` < command-line overrides.
+
+    Config keys the stage does not have are ignored here (opening the workspace warns about them);
+    unknown overrides are an error.
+    """
     cls = stage.load_params_class()
     known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(config) - set(known))
-    if unknown:
-        raise ParamError(f"[stages.{stage.name}] in llmctl.toml: unknown parameter(s) {', '.join(unknown)}")
     bad = sorted(set(overrides) - set(known))
     if bad:
         raise ParamError(f"{stage.name}: unknown parameter(s) {', '.join(bad)}")
@@ -261,15 +276,26 @@ def resolve_params(stage: Stage, config: dict[str, Any], overrides: dict[str, An
         if name in overrides and overrides[name] is not None:
             kwargs[name] = coerce(overrides[name], typ, is_list, name)
         elif name in config:
-            kwargs[name] = coerce(config[name], typ, is_list, f"[stages.{stage.name}] {name}")
+            kwargs[name] = coerce(config[name], typ, is_list, f"{config_file} [stages.{stage.name}] {name}")
     params = cls(**kwargs)
     check = getattr(params, "validate", None)
-    if callable(check):
-        try:
+    try:
+        check_values(params)
+        if callable(check):
             check()
-        except ValueError as e:
-            raise ParamError(f"{stage.name}: {e}") from None
+    except ValueError as e:
+        where = getattr(e, "name", None)
+        src = f" (set in {config_file} [stages.{stage.name}])" if where in config and where not in overrides else ""
+        raise ParamError(f"{stage.name}: {e}{src}") from None
     return params
+
+
+def config_params(stage: Stage, ws_config: dict[str, Any]) -> dict[str, Any] | None:
+    """The stage's parameters as ``llmctl.toml`` alone sets them (what staleness compares), or None."""
+    try:
+        return params_dict(resolve_params(stage, dict(ws_config.get("stages", {}).get(stage.name, {})), {}))
+    except (ParamError, StageNotBuilt, TypeError):
+        return None
 
 
 def params_dict(params: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from llmctl.core.artifacts import (
     artifact_status,
     input_change,
 )
+from llmctl.core.params import field_default, run_only_names
 from llmctl.core.stages import (
     ARTIFACT_BY_NAME,
     ARTIFACTS,
@@ -20,15 +22,12 @@ from llmctl.core.stages import (
     ParamError,
     Stage,
     StageNotBuilt,
+    get_stage,
     need_names,
     params_dict,
     resolve_params,
 )
 from llmctl.core.workspace import Workspace
-
-# Parameters that change how a stage runs but not what it makes.
-RUN_ONLY_PARAMS = {"on_error", "resume", "workers", "batch_docs", "progress", "device", "compile",
-                   "flush_tokens", "chunk_tokens"}
 
 
 def _inputs_changed(recorded: dict[str, Any], ws: Workspace) -> tuple[str, str]:
@@ -51,22 +50,32 @@ def _inputs_changed(recorded: dict[str, Any], ws: Workspace) -> tuple[str, str]:
     return "", note
 
 
+def changed_params(cls: type, want: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    """Parameters of ``cls`` whose current value differs from the one an artifact recorded.
+
+    Run-only fields never count; a recorded key the class no longer has is ignored (a retired
+    parameter), and a field the record lacks (a new parameter) counts only if it is off its default.
+    """
+    skip = run_only_names(cls)
+    defaults = {f.name: field_default(f) for f in dataclasses.fields(cls)}
+    return sorted(k for k, v in want.items()
+                  if k not in skip and recorded.get(k, defaults.get(k)) != v)
+
+
 def artifact_statuses(ws: Workspace) -> dict[str, ArtifactStatus]:
     """Status of every declared artifact, with staleness against the config and the inputs."""
-    expected: dict[str, dict[str, Any]] = {}
+    expected: dict[str, tuple[type, dict[str, Any]]] = {}
     for st in STAGES:
         with contextlib.suppress(StageNotBuilt, ParamError, TypeError):
             params = resolve_params(st, ws.stage_config(st.name), {})
-            expected[st.name] = {k: v for k, v in params_dict(params).items() if k not in RUN_ONLY_PARAMS}
+            expected[st.name] = (type(params), params_dict(params))
     out = {}
     for spec in ARTIFACTS:
         s = artifact_status(ws.path(spec.path), name=spec.name, kind=spec.kind, stage=spec.stage)
         if s.state == "ready" and s.manifest is not None and spec.kind not in ("checkpoint", "eval"):
-            want = expected.get(spec.stage)
             recorded = s.manifest.get("config_params") or s.manifest.get("params") or {}
-            got = {k: v for k, v in recorded.items() if k not in RUN_ONLY_PARAMS}
-            if want is not None and got and want != got:
-                changed = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+            changed = changed_params(*expected[spec.stage], recorded) if spec.stage in expected and recorded else []
+            if changed:
                 s.state, s.reason = "stale", "parameters changed: " + ", ".join(changed)
             else:
                 state, why = _inputs_changed(s.manifest.get("inputs") or {}, ws)
@@ -141,6 +150,5 @@ def stage_statuses(ws: Workspace, arts: dict[str, ArtifactStatus] | None = None)
 
 
 def stage_for(name: str) -> Stage:
-    from llmctl.core.stages import get_stage
-
+    """The declared stage called ``name``."""
     return get_stage(name)

@@ -164,7 +164,7 @@ def test_mask_only_on_assistant_tokens(built, shared_data, tokenizer):
         assert list(got[0]) == ids[:1024] and list(got[1]) == mask[:1024]
 
 
-def test_gsm8k_row_preview_check(built, shared_data):
+def test_gsm8k_row_preview_check(built, shared_data, tokenizer):
     path = built["path"]
     answers = {}
     for line in (shared_data / "gsm8k" / "train.jsonl").read_text().splitlines():
@@ -174,7 +174,7 @@ def test_gsm8k_row_preview_check(built, shared_data):
     assert rows
     checked = 0
     for row in rows[:: max(1, len(rows) // 25)]:
-        for e in check_gsm8k_row(path, row):
+        for e in check_gsm8k_row(path, row, tokenizer):
             # exactly the target of the original answer plus EOT, and the exact user turn
             answer = answers[question_key(e["question"])]
             assert e["completion"] == gsm8k_target(answer) + "<|endoftext|>"
@@ -183,18 +183,18 @@ def test_gsm8k_row_preview_check(built, shared_data):
     assert checked >= 25
 
 
-def test_check_catches_a_misaligned_mask(built, tmp_path):
+def test_check_catches_a_misaligned_mask(built, tmp_path, tokenizer):
     bad = tmp_path / "bad.h5"
     shutil.copy(built["path"], bad)
     row = rows_with_source(bad, "gsm8k")[0]
-    e = check_gsm8k_row(bad, row)[0]
+    e = check_gsm8k_row(bad, row, tokenizer)[0]
     with h5py.File(bad, "r+") as f:
         m = f["loss_mask"][row]
         first = e["start"] + np.flatnonzero(m[e["start"]:e["start"] + e["length"]])[0]
         m[first - 1] = 1  # the assistant marker's newline wrongly trained
         f["loss_mask"][row] = m
     with pytest.raises(ValueError, match="trained text is not"):
-        check_gsm8k_row(bad, row)
+        check_gsm8k_row(bad, row, tokenizer)
 
 
 def test_preview_check_gsm8k_from_the_cli(built, tmp_path, monkeypatch):
@@ -221,13 +221,13 @@ def test_preview_check_gsm8k_from_the_cli(built, tmp_path, monkeypatch):
     assert res.exit_code == 1 and "GSM8K check failed" in res.output and f"row {row}" in res.output
 
 
-def test_no_gsm8k_test_question_reaches_sft(built, shared_data):
+def test_no_gsm8k_test_question_reaches_sft(built, shared_data, tokenizer):
     test_q = {question_key(json.loads(x)["question"])
               for x in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()}
     train_q = {question_key(json.loads(x)["question"])
                for x in (shared_data / "gsm8k" / "train.jsonl").read_text().splitlines()}
     seen = {question_key(check_gsm8k_example(e)["question"])
-            for e in iter_examples(built["path"], source="gsm8k")}
+            for e in iter_examples(built["path"], tokenizer, source="gsm8k")}
     assert seen == train_q  # the detector sees every train question …
     assert not seen & test_q  # … and no test question
 

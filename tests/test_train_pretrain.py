@@ -104,6 +104,36 @@ def test_non_finite_loss_stops_with_a_checkpoint(ws):
     assert rows[-1]["step"] == 1 and rows[-1]["train/loss"] is None
 
 
+def test_non_finite_loss_read_at_log_cadence_keeps_the_weights_that_produced_it(ws, monkeypatch):
+    """The NaN flag lives on the device and is read at log/save points only; from the bad step on the
+    fused optimizer skips every update, so the run still stops before any later checkpoint with the
+    weights that produced the NaN (those of a clean run at the step before)."""
+    kw = dict(max_steps=8, log_every=5, save_every=2, keep_last=10, eval_every=0)
+    run_stage(ws, "clean", **kw)
+    forward, calls = GPT.forward, []
+
+    def poisoned(self, *a, **k):
+        out = forward(self, *a, **k)
+        if self.training:
+            calls.append(1)
+            if len(calls) == 3:  # step 3's loss (and so its gradients) become NaN
+                return out[0], out[1] * float("nan")
+        return out
+
+    monkeypatch.setattr(GPT, "forward", poisoned)
+    with pytest.raises(NonFiniteLoss) as e:
+        run_stage(ws, "late-nan", **kw)
+    assert e.value.step == 3 and e.value.checkpoint.name == "step_2"
+    assert len(calls) == 4  # read at the save point after step 4: one more step ran, its update skipped
+    saved = [p.name for p in ready_checkpoints(ws.checkpoints_dir / "pretrain") if p.parent.name == "late-nan"]
+    assert saved == ["step_2"]
+    rows = read_metrics(ws.runs_dir / "pretrain" / "late-nan" / "metrics.jsonl")
+    assert rows[-1]["step"] == 3 and rows[-1]["train/loss"] is None
+    wa, _ = read_weights(ws.checkpoints_dir / "pretrain" / "clean" / "step_2")
+    wb, _ = read_weights(e.value.checkpoint)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_sigterm_writes_a_checkpoint_and_cancels(ws):
     args = ["--preset", "tiny", "--n-embd", "64", "--block-size", "64", "--context-length", "32",
             "--batch-size", "1", "--max-steps", "100000", "--log-every", "1", "--save-every", "0",

@@ -58,7 +58,10 @@ async def shown(app, pilot, screen: str, selector: str) -> bool:
 
 async def type_into(app, pilot, selector: str, text: str) -> None:
     """Click an input, clear it and type ``text`` key by key (cursor blink off: Pilot waits on idle)."""
-    app.screen.query_one(selector).cursor_blink = False
+    widget = app.screen.query_one(selector)
+    widget.cursor_blink = False
+    widget.scroll_visible(animate=False)  # a long form scrolls
+    await pilot.pause()
     await pilot.click(selector)
     await pilot.press("home", "ctrl+k", *list(text))
 

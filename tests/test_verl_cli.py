@@ -195,7 +195,7 @@ def test_launch_refuses_or_drops_rows_without_a_verifier(converted, tmp_path):
     assert "bootcamp/NoSuchPuzzle" not in table.column("data_source").to_pylist()
 
 
-def test_launch_reports_rows_the_prompt_length_filter_drops(converted):
+def test_launch_reports_rows_the_prompt_length_filter_drops(converted, tokenizer):
     import pyarrow.parquet as pq
 
     from llmctl.core.data.chat import encode_prompt
@@ -204,7 +204,7 @@ def test_launch_reports_rows_the_prompt_length_filter_drops(converted):
     t = pq.read_table(merged, columns=["data_source", "prompt"]).to_pylist()
     over = {}
     for r in t:
-        if len(encode_prompt(r["prompt"])) > 300:
+        if len(encode_prompt(r["prompt"], tokenizer)) > 300:
             over[r["data_source"]] = over.get(r["data_source"], 0) + 1
     assert over  # real bootcamp prompts are long
     res = _cli("verl", "launch", "--model", "m", "--max-prompt-length", "300", ws=converted)

@@ -20,8 +20,9 @@ from llmctl.core.data.records import open_hdf5
 Batch = dict[str, torch.Tensor]
 
 
-def _to_device(arr: np.ndarray, device: torch.device) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(arr).astype(np.int64, copy=False))
+def _to_device(arr: np.ndarray, device: torch.device, dtype: type = np.int64) -> torch.Tensor:
+    """``arr`` as a tensor on ``device``; on CUDA through pinned memory, without waiting for the copy."""
+    t = torch.from_numpy(np.ascontiguousarray(arr).astype(dtype, copy=False))
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
@@ -72,7 +73,7 @@ def packed_batch(tokens: np.ndarray, loss_mask: np.ndarray, example_ids: np.ndar
     ex_in, ex_out = example_ids[:, :-1], example_ids[:, 1:]
     m = (loss_mask[:, 1:] != 0) & (ex_in == ex_out) & (ex_in >= 0)
     return {"x": _to_device(x, device), "y": _to_device(y, device),
-            "loss_mask": torch.from_numpy(m).to(device),
+            "loss_mask": _to_device(m, device, np.bool_),
             "position_ids": _to_device(restart_positions(ex_in), device),
             "doc_ids": _to_device(ex_in, device)}
 

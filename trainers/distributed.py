@@ -70,7 +70,9 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 def any_true(flag: bool, device: torch.device) -> bool:
-    """Whether ``flag`` is true on any process (all processes get the same answer)."""
+    """Whether ``flag`` is true on any process (all processes get the same answer; no GPU sync with one)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     return bool(all_reduce_sum(t).item() > 0)
 

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from llmctl.core import progress as core_progress
 from llmctl.core.artifacts import artifact_fingerprint, file_fingerprint, newest_checkpoint
 from llmctl.core.metrics import MetricsWriter
 from llmctl.core.runs import METRICS_FILE, RunStopped, record_max_steps, write_provenance
@@ -191,39 +192,16 @@ class ExtraLoggers:
 
 # ---- progress display ---------------------------------------------------------------------------
 
-class Progress:
-    """A rich progress bar on a terminal, plain ``step i/n …`` lines otherwise (logs, jobs)."""
+class Progress(core_progress.Progress):
+    """The loop's ``core.progress.Progress``: a bar with elapsed, rate and ETA on a terminal, plain
+    ``label step i/n info · elapsed · rate · ETA`` lines otherwise (each ``line=True`` update, and
+    at least every ``PLAIN_EVERY_S`` seconds)."""
 
     def __init__(self, total: int, start: int, label: str, enabled: bool = True) -> None:
-        self.total, self.label = total, label
-        self.bar = None
-        self.enabled = enabled
-        if enabled and sys.stdout.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
+        super().__init__(label, total, start=start, enabled=enabled)
 
-            self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
-            self.bar.start()
-            self.task = self.bar.add_task(label, total=total, completed=start, info="")
-
-    def update(self, step: int, info: str = "", line: bool = False) -> None:
-        """Move to ``step``; ``line`` also prints ``info`` as a plain line when not on a terminal."""
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, info=info)
-        elif self.enabled and line:
-            print(f"{self.label} step {step}/{self.total} {info}", flush=True)
-
-    def print(self, msg: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(msg)
-        else:
-            print(msg, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
+    def update(self, step: float, info: str = "", line: bool = False) -> None:  # type: ignore[override]
+        super().update(step, info, force_line=line)
 
 
 # ---- the session --------------------------------------------------------------------------------
@@ -384,8 +362,9 @@ def _n_targets(b: Batch) -> torch.Tensor:
 
 
 def train_step(s: Session, model: nn.Module, micro_batches: list[Batch],
-               grad_clip: float = 0.0) -> tuple[float, float, int]:
-    """Accumulate gradients over ``micro_batches`` and report ``(loss, grad_norm, target_tokens)``.
+               grad_clip: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Accumulate gradients over ``micro_batches``; return ``(loss, grad_norm, target_tokens)`` as
+    device tensors (nothing here waits for the GPU).
 
     The loss is the mean cross-entropy over every target token of the step on every process
     (micro-batches with more answer tokens weigh more), so 2 processes x B rows give the same
@@ -406,9 +385,49 @@ def train_step(s: Session, model: nn.Module, micro_batches: list[Batch],
             weight = counts[i] / total
             (loss * weight * world).backward()
         loss_sum += loss.detach().float() * counts[i]
-    loss_val = D.all_reduce_sum(loss_sum).item() / total.item()
-    norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf")))
-    return loss_val, norm, int(total.item())
+    loss_mean = D.all_reduce_sum(loss_sum) / total
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    return loss_mean, norm.float(), total
+
+
+class FiniteGuard:
+    """Non-finite loss / gradient-norm detection on the device, read only when asked.
+
+    :meth:`update` folds a step's loss and norm into a sticky device flag and remembers the first
+    bad step; with a fused optimizer the flag is also its ``found_inf``, so from the first bad step
+    on every update is skipped on the device (the weights stay those that produced the bad loss)
+    until the host reads the flag at the next log / eval / save point and stops the run. Without a
+    fused optimizer :meth:`update` reads the flag at once (the old per-step check).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.first = torch.zeros((), dtype=torch.long, device=device)  # first bad step (1-based), 0 = none
+        self.values = torch.zeros(2, device=device)  # loss and norm of that step
+        self.optimizer = optimizer
+        self.deferred = bool(optimizer.defaults.get("fused"))
+        if self.deferred:
+            optimizer.found_inf = self.bad.float()  # type: ignore[attr-defined]
+
+    def update(self, step: int, loss: torch.Tensor, norm: torch.Tensor) -> bool:
+        """Fold in step ``step``'s numbers; True when the host must check now (non-fused optimizer)."""
+        now = ~(torch.isfinite(loss) & torch.isfinite(norm))
+        fresh = now & ~self.bad
+        self.first.copy_(torch.where(fresh, step, self.first))
+        self.values.copy_(torch.where(fresh, torch.stack([loss.float(), norm.float()]), self.values))
+        self.bad |= now
+        if self.deferred:
+            self.optimizer.found_inf.copy_(self.bad.float())  # type: ignore[attr-defined]
+            return False
+        return True
+
+    def first_bad(self) -> tuple[int, float, float] | None:
+        """``(step, loss, norm)`` of the first non-finite step, or None (reads the device)."""
+        first = int(self.first)
+        if not first:
+            return None
+        loss, norm = self.values.tolist()
+        return first, loss, norm
 
 
 @torch.no_grad()
@@ -482,17 +501,21 @@ def _start_fit(s: Session, raw: GPT, inputs: dict[str, Any], resume: dict[str, A
     return optimizer, scheduler, step, tokens, best
 
 
-def _log_step(s: Session, thr: Throughput, step: int, loss: float, lr: float, norm: float, tokens: int) -> None:
-    """:func:`fit`'s metrics row every ``log_every`` steps (and at the last), and the progress line."""
+def _log_step(s: Session, thr: Throughput, step: int, loss: torch.Tensor, lr: float, norm: torch.Tensor,
+              tokens: int) -> None:
+    """:func:`fit`'s metrics row every ``log_every`` steps (and at the last), and the progress line.
+
+    ``loss`` and ``norm`` are device tensors: they are read (one sync) only on the steps that log.
+    """
     p = s.params
-    info = f"loss {loss:.4f}"
     if step % p.log_every == 0 or step == p.max_steps:
-        row = {"train/loss": loss, "lr": lr, "grad_norm": norm, "tokens": tokens, **thr.read(s.device)}
+        loss_v, norm_v = (float(x) for x in torch.stack([loss, norm]).tolist())
+        row = {"train/loss": loss_v, "lr": lr, "grad_norm": norm_v, "tokens": tokens, **thr.read(s.device)}
         s.log(step, row)
-        info = f"loss {loss:.4f} lr {lr:.2e} gnorm {norm:.2f} {row['tokens_per_s']:.0f} tok/s"
+        info = f"loss {loss_v:.4f} lr {lr:.2e} gnorm {norm_v:.2f} {row['tokens_per_s']:.0f} tok/s"
         s.progress.update(step, info, line=True)
     else:
-        s.progress.update(step, info)
+        s.progress.update(step)
 
 
 def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Batch]],
@@ -519,7 +542,7 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
     s.progress = Progress(p.max_steps, step, s.stage, enabled=p.progress and s.is_main)
     last_path: Path | None = None
     last_saved = step if resume is not None else -1
-    loss = ev = float("nan")
+    ev = float("nan")
 
     def save(at: int, eval_value: float | None) -> Path | None:
         nonlocal last_path, last_saved
@@ -536,38 +559,61 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
         D.barrier()
         return last_path
 
+    guard = FiniteGuard(optimizer, s.device)
+    sched_states: dict[int, dict[str, Any]] = {}  # the schedule before each step since the last check
+
+    def check_finite() -> None:
+        """Stop with a checkpoint of the weights that produced the first non-finite loss, if any."""
+        bad = guard.first_bad()
+        if bad is None:
+            sched_states.clear()
+            return
+        at, bad_loss, bad_norm = bad
+        optimizer.zero_grad(set_to_none=True)
+        s.log(at, {"train/loss": bad_loss, "grad_norm": bad_norm})
+        path = last_path
+        if last_saved != at - 1:  # the weights of step at-1 (later updates were skipped on the device)
+            scheduler.load_state_dict(sched_states.get(at, scheduler.state_dict()))
+            path = save(at - 1, None)
+        raise NonFiniteLoss(at, path)
+
     train_model.train()
+    loss_t = norm_t = None
     while step < p.max_steps:
         if D.any_true(s.stop.requested is not None, s.device):
+            check_finite()
             path = save(step, None) if last_saved != step else last_path
             s.say(f"{s.stage}: stopped ({s.stop.requested or 'signal'}) at step {step}; checkpoint {path}")
             raise Cancelled(f"stopped at step {step}; checkpoint {path}")
         micro = [next(batches) for _ in range(p.grad_accum)]
-        loss, norm, _ = train_step(s, train_model, micro, p.grad_clip)
-        if not math.isfinite(loss) or not math.isfinite(norm):
-            optimizer.zero_grad(set_to_none=True)
-            s.log(step + 1, {"train/loss": loss, "grad_norm": norm})
-            path = save(step, None) if last_saved != step else last_path
-            raise NonFiniteLoss(step + 1, path)
+        loss_t, norm_t, _ = train_step(s, train_model, micro, p.grad_clip)
+        if guard.update(step + 1, loss_t, norm_t):
+            check_finite()
         lr = scheduler.get_last_lr()[0]
-        optimizer.step()
+        sched_states[step + 1] = scheduler.state_dict()
+        optimizer.step()  # fused: skipped on the device once the guard has seen a non-finite step
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         n_tok = sum(int(b["x"].numel()) for b in micro) * s.dist.world_size
         tokens += n_tok
         thr.add(n_tok)
-        _log_step(s, thr, step, loss, lr, norm, tokens)
+        do_eval = eval_batches is not None and ((p.eval_every and step % p.eval_every == 0) or step == p.max_steps)
+        do_save = (p.save_every and step % p.save_every == 0) or step == p.max_steps
+        if step % p.log_every == 0 or step == p.max_steps or do_eval or do_save:
+            check_finite()  # the one read of the device flag: before anything is logged or saved
+        _log_step(s, thr, step, loss_t, lr, norm_t, tokens)
         ev = None
-        if eval_batches is not None and ((p.eval_every and step % p.eval_every == 0) or step == p.max_steps):
+        if do_eval:
             ev = eval_loss(s, eval_model, eval_batches())
             best = min(best, ev) if math.isfinite(ev) else best
             s.log(step, {"eval/loss": ev})
             s.say(f"{s.stage} step {step}: eval loss {ev:.4f}")
             thr.t0 = time.perf_counter()
-        if (p.save_every and step % p.save_every == 0) or step == p.max_steps:
+        if do_save:
             save(step, ev)
             thr.t0 = time.perf_counter()
+    loss = float(loss_t) if loss_t is not None else float("nan")
     s.progress.close()
     s.say(f"{s.stage}: done at step {step}, checkpoint {last_path}")
     return {"step": step, "tokens": tokens, "train_loss": loss,

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llmctl.core.train_params import PretrainParams
+from llmctl.core.stages import ParamError
+from llmctl.core.train_params import PretrainParams, check_context_length
+from llmctl.core.workspace import Workspace
 from llmctl.trainers.batches import fixed_token_batches, token_batches
 from llmctl.trainers.loop import fit, input_fingerprint, session, start_model, start_note
 
@@ -18,7 +20,7 @@ STAGE = "pretrain"
 EVAL_SEED = 1234  # the same dev windows for every run, so eval losses compare across runs
 
 
-def run(ws: Any, params: PretrainParams, run_dir: Path) -> dict[str, Any]:
+def run(ws: Workspace, params: PretrainParams, run_dir: Path) -> dict[str, Any]:
     """Train; return the summary (steps, tokens, losses, newest checkpoint)."""
     train_path, dev_path = ws.path(params.train_data), ws.path(params.dev_data)
     if not train_path.exists():
@@ -26,8 +28,10 @@ def run(ws: Any, params: PretrainParams, run_dir: Path) -> dict[str, Any]:
     with session(ws, params, run_dir, STAGE) as s:
         model, resume, start = start_model(s)
         T = params.context_length or model.config.block_size
-        if T > model.config.block_size:
-            raise ValueError(f"context_length {T} is past the model's block_size {model.config.block_size}")
+        try:
+            check_context_length(T, model.config.block_size)
+        except ValueError as e:  # the checkpoint's capacity, known only now: one line, like a bad option
+            raise ParamError(f"{STAGE}: {e}") from None
         rank, world = s.dist.rank, s.dist.world_size
 
         def train_iter(micro_step: int):

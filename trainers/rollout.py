@@ -209,7 +209,9 @@ def sample_rollout(model: Any, rows: list[dict[str, Any]], tok: Any, *, num_gene
                    gen_batch_size: int = 0) -> Rollout:
     """Sample ``num_generations`` completions per row with the KV-cache generator.
 
-    ``model`` is the plain GPT (not DDP-wrapped). Completions of one prompt are consecutive.
+    ``model`` is the plain GPT (not DDP-wrapped). Completions of one prompt are consecutive. On
+    CUDA, :func:`generate` runs the static-cache decoder (:mod:`llmctl.trainers.decode`: CUDA
+    graphs, sampling on the device); its buffers stay allocated between rollouts of the same shape.
     ``gen_batch_size`` > 0 generates in chunks of that many rows.
     """
     device = next(model.parameters()).device

@@ -36,8 +36,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ParamError, StageNotBuilt, FileN
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from llmctl.core.workspace import WorkspaceError
-
+    """Every error shown as one line: the user's input, the workspace, a busy artifact, the OS."""
     return USER_ERRORS + (InputError, TooManyErrors, TokenizerError, WorkspaceError, ArtifactBusy, OSError, RunStopped)
 
 
@@ -48,10 +47,13 @@ def fail(msg: str, code: int = 1) -> typer.Exit:
 
 
 def open_workspace(path: Path | None, create: bool = True) -> Workspace:
-    """The workspace at ``path`` (or the default), or a one-line error exit."""
+    """The workspace at ``path`` (or the default), or a one-line error exit; prints its notices."""
     try:
-        return Workspace.open(path, create=create)
+        ws = Workspace.open(path, create=create)
     except WorkspaceError as e:
         raise fail(str(e)) from None
+    for notice in ws.notices:
+        typer.echo(f"llmctl: warning: {notice}", err=True)
+    return ws
 
 

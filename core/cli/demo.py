@@ -7,8 +7,11 @@ user points at one, a small text corpus to pretrain on first. Every stage runs a
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.core import jobs
+from llmctl.core.cli.report import build_report
 from llmctl.core.metrics import iter_series, read_metrics
+from llmctl.core.progress import Progress, parse_step_line
 from llmctl.core.runs import ENV_RUN_DIR, list_runs
 from llmctl.core.workspace import Workspace
 
@@ -72,7 +77,7 @@ def demo_steps(ws: Workspace, corpus: list[str], fast: bool, stop_after: str = "
     return steps[:last + 1]
 
 
-def _run(ws: Workspace, words: list[str], echo: Callable[[str], Any]) -> None:
+def _run(ws: Workspace, words: list[str], echo: Callable[[str], Any], bar: Progress | None = None) -> None:
     env = {k: v for k, v in os.environ.items() if k != ENV_RUN_DIR}
     env["PYTHONUNBUFFERED"] = "1"
     argv = jobs.cli_argv(*words, "--workspace", str(ws.root))
@@ -80,6 +85,11 @@ def _run(ws: Workspace, words: list[str], echo: Callable[[str], Any]) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         echo("    " + line.rstrip())
+        hit = parse_step_line(line) if bar is not None else None
+        if bar is not None and hit is not None:
+            if bar.total != hit[2]:
+                bar.set_total(hit[2])
+            bar.update(hit[1])
     code = proc.wait()
     if code != 0:
         raise RuntimeError(f"`llmctl {' '.join(words)}` failed with exit code {code}")
@@ -107,13 +117,17 @@ def run_demo(ws: Workspace, *, corpus: list[str] | None = None, fast: bool = Fal
              echo: Callable[[str], Any] = print) -> dict[str, Any]:
     """Run the demo's stages in order (up to ``stop_after``); return the timings, the GRPO reward
     trend and, after a whole run, the report's path."""
+    from llmctl.core.cli import demo_figures
+
     corpus = [str(Path(c).expanduser()) for c in (corpus or [])]
     timings = {}
+    load_before = demo_figures.load()
     steps = demo_steps(ws, corpus, fast, stop_after)
     for i, st in enumerate(steps, 1):
         echo(f"[{i}/{len(steps)}] {st.title}: llmctl {' '.join(w if w else repr(w) for w in st.words)}")
         t0 = time.time()
-        _run(ws, st.words, echo)
+        with Progress(st.title, None) if sys.stdout.isatty() else contextlib.nullcontext() as bar:
+            _run(ws, st.words, bar.print if bar is not None else echo, bar)
         timings[st.title] = round(time.time() - t0, 1)
     trends = grpo_trends(ws)
     trend = trends.get("reward")
@@ -126,8 +140,12 @@ def run_demo(ws: Workspace, *, corpus: list[str] | None = None, fast: bool = Fal
     if "eval/accuracy" in trends:
         a, b = trends["eval/accuracy"]
         echo(f"GRPO held-out accuracy (prompts it never trains on): {a:.3f} -> {b:.3f}")
-    from llmctl.core.cli.report import build_report
 
+    grpo = next((st for st in steps if st.point == "grpo"), None)
+    fig = demo_figures.measured(sum(timings.values()), trends, fast=fast, load_before=load_before,
+                                grpo_steps=int(grpo.words[grpo.words.index("--max-steps") + 1]) if grpo else None)
+    (ws.root / demo_figures.FILE).write_text(json.dumps(fig, indent=2) + "\n", encoding="utf-8")
+    echo(demo_figures.figures_line(fig) + f" ({demo_figures.FILE})")
     report = build_report(ws)
     echo(f"demo done in {sum(timings.values()):.0f} s; report: {report}")
     return {"timings": timings, "reward_trend": trend, "report": str(report)}

@@ -14,21 +14,27 @@ from typing import Optional
 import typer
 
 from llmctl.core.cli.common import WorkspaceOpt, app, fail, open_workspace, user_errors
+from llmctl.core.data.chat import encode_prompt, render_prompt
+from llmctl.core.data.prompts import user_messages
+from llmctl.core.workspace import Workspace
 
 
-def resolve_ckpt(ws, ref: str) -> Path:
+def resolve_ckpt(ws: Workspace, ref: str) -> Path:
     """A ready step folder for ``ref``: a path, or a stage name meaning its newest checkpoint."""
     from llmctl.trainers.checkpoint import find_checkpoint
 
     return find_checkpoint(ws, ref)
 
 
-
 @app.command("sample")
 def sample(
     ckpt: str = typer.Argument(..., help="Checkpoint folder, or a stage name for its newest checkpoint."),
     prompt: list[str] = typer.Option(["\n"], "--prompt", "-p", help="Prompt text (repeat for a batch)."),
-    chat: bool = typer.Option(False, "--chat", help="Render each prompt as a user turn of the chat template."),
+    chat: bool = typer.Option(False, "--chat", help="Render each prompt as a user turn of the chat template "
+                              "(the format SFT/RL trained on)."),
+    math: Optional[bool] = typer.Option(None, "--math/--no-math",
+                                        help="With --chat: prefix the math instruction training used "
+                                             "[default: when the prompt reads as a math question]."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", "-n"),
     temperature: float = typer.Option(0.8, "--temperature", "-t", help="0 = greedy."),
     top_k: int = typer.Option(50, "--top-k", help="0 = off."),
@@ -39,7 +45,9 @@ def sample(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per sample."),
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
-    """Sample text from a checkpoint (batched, KV cache)."""
+    """Sample text from a checkpoint (batched, KV cache). With --chat each prompt is rendered as
+    training rendered it: a user turn of the chat template, and for a math question the shared
+    instruction before it."""
     ws = open_workspace(workspace, create=False)
     try:
         from llmctl.trainers.checkpoint import load_model
@@ -53,9 +61,7 @@ def sample(
         texts, ids = [], []
         for p in prompt:
             if chat:
-                from llmctl.core.data.chat import encode_prompt, render_prompt
-
-                msgs = [{"role": "user", "content": p}]
+                msgs = user_messages(p, math)
                 text, enc = render_prompt(msgs), encode_prompt(msgs, tok)
             else:
                 text, enc = p, tok.encode(p)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from llmctl.core import jobs
+from llmctl.core.cli import demo as demo_mod
 from llmctl.core.cli.common import WorkspaceOpt, app, fail, open_workspace
+from llmctl.core.cli.report import build_report
 
 
 @app.command()
@@ -15,8 +19,6 @@ def report(workspace: Optional[Path] = WorkspaceOpt,
            out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (default <workspace>/report.md)."),
            html: bool = typer.Option(False, "--html", help="One self-contained HTML file instead of Markdown.")) -> None:
     """A report card of the workspace: artifacts, runs, metrics, curves, evaluation."""
-    from llmctl.core.cli.report import build_report
-
     ws = open_workspace(workspace, create=False)
     try:
         path = build_report(ws, out, fmt="html" if html else "md")
@@ -33,16 +35,10 @@ def demo(workspace: Optional[Path] = WorkspaceOpt,
                                         help="Stop after this stage: data, pretrain, sft, grpo or eval."),
          ) -> None:
     """An offline end-to-end pipeline: arithmetic SFT then GRPO on the tiny model (a few minutes)."""
-    import os
-
-    from llmctl.core.cli import demo as demo_mod
-
     if stop_after not in demo_mod.STOP_POINTS:
         raise fail(f"demo: --stop-after must be one of {', '.join(demo_mod.STOP_POINTS)}, got {stop_after!r}")
     ws = open_workspace(workspace, create=True)
     if detach:
-        from llmctl.core import jobs
-
         args = ["demo", "--workspace", str(ws.root), "--stop-after", stop_after] + (["--fast"] if fast else [])
         for c in corpus or []:
             args += ["--corpus", c]

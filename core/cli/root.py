@@ -8,6 +8,9 @@ from pathlib import Path
 import typer
 
 from llmctl.core.cli.common import WorkspaceOpt, app, fail, open_workspace
+from llmctl.core.render import render_status
+from llmctl.core.status import artifact_statuses, stage_statuses
+from llmctl.core.workspace import WorkspaceError, init_workspace
 
 
 @app.callback(invoke_without_command=True)
@@ -23,12 +26,12 @@ def main_callback(ctx: typer.Context, workspace: Path | None = WorkspaceOpt) -> 
 @app.command()
 def init(workspace: Path | None = WorkspaceOpt) -> None:
     """Create a workspace with llmctl.toml holding paths and every stage's parameters."""
-    from llmctl.core.workspace import WorkspaceError, init_workspace
-
     try:
         ws = init_workspace(workspace)
     except WorkspaceError as e:
         raise fail(str(e)) from None
+    for notice in ws.notices:
+        typer.echo(f"llmctl: warning: {notice}", err=True)
     typer.echo(f"workspace ready at {ws.root} (config: {ws.config_path})")
 
 
@@ -36,8 +39,6 @@ def init(workspace: Path | None = WorkspaceOpt) -> None:
 def status(workspace: Path | None = WorkspaceOpt,
            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Every stage and artifact: missing / building / ready / stale / failed, size, counts, age."""
-    from llmctl.core.status import artifact_statuses, stage_statuses
-
     ws = open_workspace(workspace, create=False)
     arts = artifact_statuses(ws)
     stages = stage_statuses(ws, arts)
@@ -46,7 +47,6 @@ def status(workspace: Path | None = WorkspaceOpt,
                                "stages": [s.to_json() for s in stages],
                                "artifacts": [a.to_json() for a in arts.values()]}, indent=2))
         return
-    from llmctl.core.render import render_status
 
     render_status(ws, stages, arts)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import os
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -17,8 +17,8 @@ from typing import Any, Optional
 import typer
 
 from llmctl.core import clean, jobs, runs
-from llmctl.core.artifacts import ENV_CONFIG_PARAMS
 from llmctl.core.cli.common import GROUPS, WorkspaceOpt, app, fail, open_workspace, user_errors
+from llmctl.core.params import field_default
 from llmctl.core.render import human_bytes
 from llmctl.core.stages import (
     STAGES,
@@ -26,13 +26,28 @@ from llmctl.core.stages import (
     Stage,
     StageNotBuilt,
     field_type,
-    params_dict,
     resolve_params,
 )
+from llmctl.core.workspace import Workspace
 
 
 def _option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _help(f: dataclasses.Field) -> str:
+    """The field's help text with its built-in default (``llmctl.toml`` may set another)."""
+    text = f.metadata.get("help", "")
+    value = field_default(f)
+    if value is None or value == [] or value == "":
+        return text
+    if isinstance(value, bool):
+        shown = "on" if value else "off"
+    elif isinstance(value, list):
+        shown = ",".join(map(str, value))
+    else:
+        shown = str(value)
+    return f"{text} (default: {shown})"
 
 
 def _stage_parameters(stage: Stage) -> list[inspect.Parameter]:
@@ -44,7 +59,7 @@ def _stage_parameters(stage: Stage) -> list[inspect.Parameter]:
     if cls is not None:
         for f in dataclasses.fields(cls):
             typ, is_list = field_type(f, cls)
-            help_ = f.metadata.get("help", "")
+            help_ = _help(f)
             if typ is bool:
                 opt = typer.Option(None, f"{_option_name(f.name)}/--no-{f.name.replace('_', '-')}", help=help_,
                                    show_default=False)
@@ -100,7 +115,7 @@ def _strip_flags(argv: list[str], flags: dict[str, int]) -> list[str]:
     return out
 
 
-def _clean_leftovers(ws, stage: str) -> None:
+def _clean_leftovers(ws: Workspace, stage: str) -> None:
     """Remove the unfinished checkpoints and locks that killed runs of ``stage`` left (provably dead)."""
     items = clean.checkpoint_leftovers(ws.checkpoints_dir / stage)
     if items:
@@ -108,7 +123,7 @@ def _clean_leftovers(ws, stage: str) -> None:
         print(f"llmctl: removed {len(items)} leftover(s) of killed {stage} runs ({human_bytes(freed)})", flush=True)
 
 
-def execute_stage(stage: Stage, ws, params: Any, run_dir: Path | None = None) -> dict[str, Any] | None:
+def execute_stage(stage: Stage, ws: Workspace, params: Any, run_dir: Path | None = None) -> dict[str, Any] | None:
     """Run a stage in this process, in a run folder, recording its job state.
 
     Without a supervisor writing the run's log.txt (a foreground run, the demo's stages), this
@@ -126,13 +141,8 @@ def execute_stage(stage: Stage, ws, params: Any, run_dir: Path | None = None) ->
             own = os.environ.get("RANK", "0") == "0"
         else:
             run_dir = runs.new_run_dir(ws.runs_dir, stage.name)
-    saved_env = {k: os.environ.get(k) for k in (runs.ENV_RUN_DIR, ENV_CONFIG_PARAMS)}
+    saved_env = {runs.ENV_RUN_DIR: os.environ.get(runs.ENV_RUN_DIR)}
     os.environ[runs.ENV_RUN_DIR] = str(run_dir)
-    try:
-        config_params = resolve_params(stage, ws.stage_config(stage.name), {})
-        os.environ[ENV_CONFIG_PARAMS] = json.dumps(params_dict(config_params), default=str)
-    except (ParamError, TypeError):
-        os.environ.pop(ENV_CONFIG_PARAMS, None)
     if own:
         runs.begin(run_dir, stage=stage.name, command=sys.argv, state=runs.JobState.RUNNING, pid=os.getpid(),
                    pid_identity=jobs.process_identity(os.getpid()), foreground=True)
@@ -194,8 +204,6 @@ def _make_stage_command(stage: Stage):
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_list))
             run_dir = runs.new_run_dir(ws.runs_dir, stage.name)
             env[runs.ENV_RUN_DIR] = str(run_dir)
-            import subprocess
-
             runs.begin(run_dir, stage=stage.name, command=argv, state=runs.JobState.RUNNING, pid=os.getpid(),
                        pid_identity=jobs.process_identity(os.getpid()), foreground=True)
             code = subprocess.call(argv, env=env)
@@ -214,7 +222,8 @@ def _make_stage_command(stage: Stage):
 
     command.__signature__ = inspect.Signature(_stage_parameters(stage))  # type: ignore[attr-defined]
     command.__name__ = stage.name.replace("-", "_")
-    command.__doc__ = stage.help + ("" if stage.built else "  [not built yet]")
+    command.__doc__ = stage.help + ("" if stage.built else "  [not built yet]") + (
+        f"\n\nDefaults shown are built in; the stages.{stage.name} table of llmctl.toml overrides them.")
     return command
 
 

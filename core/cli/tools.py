@@ -8,8 +8,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
 from llmctl.core.cli.common import WorkspaceOpt, app, fail, open_workspace, user_errors
+from llmctl.core.data.prepare_sft import check_gsm8k_row, rows_with_source
+from llmctl.core.gpu import GpuPoller
+from llmctl.core.previews import preview, render, resolve_target
+from llmctl.core.render import human_bytes
+from llmctl.core.workspace import Workspace, WorkspaceError
 
 
 def _na(v: Any, fmt: str = "{:.0f}", unit: str = "") -> str:
@@ -18,11 +27,6 @@ def _na(v: Any, fmt: str = "{:.0f}", unit: str = "") -> str:
 
 def gpu_table(snap: Any) -> Any:
     """A rich renderable of a GPU snapshot (or the 'GPU unavailable' line)."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from llmctl.core.render import human_bytes
-
     if not snap.available:
         return Text(f"GPU unavailable: {snap.reason}", style="yellow")
     t = Table(title=f"GPUs · driver {snap.driver or 'n/a'} · CUDA {snap.cuda or 'n/a'}", title_justify="left")
@@ -41,18 +45,12 @@ def gpu_table(snap: Any) -> Any:
     return t
 
 
-
 @app.command("gpus")
 def gpus(workspace: Optional[Path] = WorkspaceOpt,
          watch: bool = typer.Option(False, "--watch", help="Refresh every second until Ctrl-C."),
          as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
          interval: float = typer.Option(1.0, "--interval", help="Seconds between refreshes with --watch.")) -> None:
     """GPU utilisation, memory, temperature, power and the jobs on each GPU (NVML)."""
-    from rich.console import Console
-
-    from llmctl.core.gpu import GpuPoller
-    from llmctl.core.workspace import Workspace, WorkspaceError
-
     try:
         runs_dir = Workspace.open(workspace, create=False).runs_dir
     except WorkspaceError:
@@ -65,8 +63,6 @@ def gpus(workspace: Optional[Path] = WorkspaceOpt,
         if not watch:
             Console().print(gpu_table(poller.poll_once()))
             return
-        from rich.live import Live
-
         with Live(gpu_table(poller.poll_once()), refresh_per_second=4) as live:
             while True:
                 time.sleep(interval)
@@ -90,10 +86,6 @@ def preview_cmd(artifact: str = typer.Argument(..., help="Artifact name (e.g. pi
                     "untrained); exit 1 naming the row and example on a mismatch."),
                 workspace: Optional[Path] = WorkspaceOpt) -> None:
     """Show an artifact: decoded tokens, packed SFT rows with the trained span, JSONL/Parquet rows, manifests."""
-    from rich.console import Console
-
-    from llmctl.core.previews import preview, render, resolve_target
-
     ws = open_workspace(workspace, create=False)
     try:
         path = resolve_target(ws, artifact)
@@ -105,8 +97,6 @@ def preview_cmd(artifact: str = typer.Argument(..., help="Artifact name (e.g. pi
     for r in render(pv):
         console.print(r)
     if check_gsm8k:
-        from llmctl.core.data.prepare_sft import check_gsm8k_row, rows_with_source
-
         if pv.kind != "sft-h5":
             raise fail(f"--check-gsm8k needs packed SFT rows; {path.name} is {pv.kind}")
         shown = range(pv.start, pv.start + pv.count)

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from llmctl.core.cli.common import GROUPS, WorkspaceOpt, fail, open_workspace
+from llmctl.core.rewards.compute_score import reward_settings
+from llmctl.core.tokenizer import Tokenizer
+from llmctl.core.verl.check import check_sources, parquet_files, read_rows, unknown_hint
+from llmctl.core.verl.launch import (
+    LaunchOptions,
+    build_command,
+    drop_unscorable,
+    shell_line,
+    source_report,
+    verl_missing,
+    workspace_files,
+)
 
 
 def _reward_kwargs(items: list[str] | None) -> dict:
@@ -21,7 +40,6 @@ def _reward_kwargs(items: list[str] | None) -> dict:
         except ValueError:
             out[key.strip()] = value
     return out
-
 
 
 verl_app = GROUPS["verl"]
@@ -38,8 +56,6 @@ def check(
     workspace: Path | None = WorkspaceOpt,
 ) -> None:
     """Score a right and a wrong answer for every data_source; exit 1 unless all score 1 and 0."""
-    from llmctl.core.verl.check import check_sources, parquet_files, read_rows
-
     try:
         if parquet:
             files = parquet_files(parquet)
@@ -100,18 +116,6 @@ def launch(
 
     Refuses rows whose data_source has no verifier here (or drops and counts them with
     --drop-unscorable), and reports per data_source how many rows verl's max_prompt_length filter drops."""
-    import os
-    import subprocess
-    import time
-
-    from llmctl.core.verl.launch import (
-        LaunchOptions,
-        build_command,
-        shell_line,
-        verl_missing,
-        workspace_files,
-    )
-
     ws = open_workspace(workspace, create=False)
     if not train:
         train_default, val_default = workspace_files(ws)
@@ -138,7 +142,7 @@ def launch(
     missing = [p for p in opts.train_files + opts.val_files if not Path(p).is_file()]
     if missing:
         raise fail(f"parquet file(s) not found: {', '.join(missing)}")
-    argv = _vet_rows(opts, ws.path("data/verl/launch") / run_name, drop_unscorable)
+    argv = _vet_rows(opts, ws.path("data/verl/launch") / run_name, drop_unscorable, ws.tokenizer())
     missing_mods = verl_missing()
     hint = ("verl is not installed here: pip install -e '.[verl]' in the llmctl clone (verl==0.9.1; add its "
             "GPU dependencies on the GPU machine)"
@@ -158,19 +162,14 @@ def launch(
 
 def _check_reward_kwargs(kwargs: dict) -> None:
     """Refuse bad reward settings here, not on the GPU node (ValueError names the setting)."""
-    from llmctl.core.rewards.compute_score import reward_settings
-
     reward_settings(**kwargs)
 
 
-def _vet_rows(opts, out_dir: Path, drop: bool) -> list[str]:
+def _vet_rows(opts: LaunchOptions, out_dir: Path, drop: bool, tok: Tokenizer) -> list[str]:
     """Refuse (or drop) rows with no verifier; report rows verl's prompt-length filter drops."""
-    from llmctl.core.verl.check import unknown_hint
-    from llmctl.core.verl.launch import build_command, drop_unscorable, source_report
-
     files = {"train": opts.train_files, **({"val": opts.val_files} if opts.val_files else {})}
     for split, paths in files.items():
-        report = source_report(paths, opts.max_prompt_length)
+        report = source_report(paths, opts.max_prompt_length, tok)
         for ds, r in sorted(report.items()):
             if r.over_length:
                 typer.echo(f"warning: {split} {ds}: {r.over_length} of {r.rows} rows have prompts over "
@@ -192,10 +191,6 @@ def _vet_rows(opts, out_dir: Path, drop: bool) -> list[str]:
 
 
 def _print_table(files: list[Path], checks) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     t = Table(title=f"verl check: {len(files)} file(s)", show_lines=False)
     for col in ("data_source", "verifier", "rows", "bad GT", "right→1", "wrong→0", "status"):
         t.add_column(col, justify="right" if col in ("rows", "bad GT", "right→1", "wrong→0") else "left",
@@ -205,7 +200,6 @@ def _print_table(files: list[Path], checks) -> None:
         wrong = f"{c.wrong_ok}/{c.wrong_built}" if c.wrong_built else "-"
         status = "[green]ok[/]" if c.ok and not c.notes else ("[yellow]unchecked[/]" if c.ok else "[red]FAIL[/]")
         t.add_row(escape(c.data_source), escape(c.verifier), str(c.rows), str(c.bad_ground_truth), right, wrong, status)
-    import sys
 
     con = Console(width=None if sys.stdout.isatty() else 110)
     con.print(t)

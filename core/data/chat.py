@@ -29,7 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llmctl.core.tokenizer import EOT_ID, EOT_TOKEN
+from llmctl.core.data.packing import exclusive_cumsum, gather_spans
+from llmctl.core.data.prompts import QUESTION_PREFIX
+from llmctl.core.tokenizer import EOT_ID, EOT_TOKEN, Tokenizer
 
 ROLES = ("system", "user", "assistant")
 ROLE_MARKERS = {"system": "System:\n", "user": "User:\n", "assistant": "Assistant:\n"}
@@ -42,15 +44,7 @@ _marker_ids: dict[tuple[int, str], list[int]] = {}
 _prefix_ids: dict[tuple[int, str], list[int] | None] = {}
 
 
-def _tok(tok: Any) -> Any:
-    if tok is not None:
-        return tok
-    from llmctl.core.tokenizer import get_tokenizer
-
-    return get_tokenizer()
-
-
-def _markers(tok: Any) -> dict[str, list[int]]:
+def _markers(tok: Tokenizer) -> dict[str, list[int]]:
     out = {}
     for role, text in ROLE_MARKERS.items():
         key = (id(tok), role)
@@ -86,9 +80,8 @@ def render_prompt(messages: Messages) -> str:
     return render_chat(messages) + ASSISTANT_MARKER
 
 
-def encode_chats(conversations: Sequence[Messages], tok: Any = None) -> list[tuple[list[int], list[int]]]:
+def encode_chats(conversations: Sequence[Messages], tok: Tokenizer) -> list[tuple[list[int], list[int]]]:
     """``encode_chat`` for many conversations, with all contents tokenized in one parallel batch."""
-    tok = _tok(tok)
     markers = _markers(tok)
     texts: list[str] = []
     for messages in conversations:
@@ -116,7 +109,7 @@ def encode_chats(conversations: Sequence[Messages], tok: Any = None) -> list[tup
     return out
 
 
-def shared_prefix_ids(prefix: str, tok: Any = None) -> list[int] | None:
+def shared_prefix_ids(prefix: str, tok: Tokenizer) -> list[int] | None:
     """The ids ``prefix`` contributes to any text that starts with it and goes on with a
     non-whitespace character, or None when that is not fixed.
 
@@ -125,7 +118,6 @@ def shared_prefix_ids(prefix: str, tok: Any = None) -> list[int] | None:
     not whitespace, and ``encode(prefix + rest) == ids + encode(rest)``. Checked here on probes of
     every character class; a prefix not ending in ``\\n`` gives None.
     """
-    tok = _tok(tok)
     key = (id(tok), prefix)
     if key not in _prefix_ids:
         ids = None
@@ -250,8 +242,6 @@ class ChatSpans:
 
     def flat(self) -> tuple[Any, Any, Any]:
         """(ids int32, loss_mask uint8, lengths int64) with the conversations one after another."""
-        from llmctl.core.data.packing import gather_spans
-
         where = gather_spans(self.span_at, self.span_len)
         return self.pool[where], self.pool_mask[where], self.lengths
 
@@ -273,7 +263,7 @@ class ChatSpans:
         return ChatSpans(self.pool, self.pool_mask, self.span_at[spans], self.span_len[spans])
 
 
-def encode_chats_spans(conversations: Sequence[Messages], tok: Any = None) -> ChatSpans:
+def encode_chats_spans(conversations: Sequence[Messages], tok: Tokenizer) -> ChatSpans:
     """``encode_chats`` as :class:`ChatSpans`, built for throughput with the same ids and mask.
 
     Each conversation's lead (its first marker, plus the math question prefix
@@ -284,10 +274,7 @@ def encode_chats_spans(conversations: Sequence[Messages], tok: Any = None) -> Ch
     """
     import numpy as np
 
-    from llmctl.core.data.packing import exclusive_cumsum
-    from llmctl.core.data.prompts import QUESTION_PREFIX
 
-    tok = _tok(tok)
     markers = _markers(tok)
     head_ids = shared_prefix_ids(QUESTION_PREFIX, tok)
     plan = _plan(conversations, QUESTION_PREFIX if head_ids is not None else None)
@@ -336,7 +323,7 @@ def encode_chats_spans(conversations: Sequence[Messages], tok: Any = None) -> Ch
     return ChatSpans(pool, pool_mask, span_at.reshape(-1), span_len.reshape(-1))
 
 
-def encode_chats_flat(conversations: Sequence[Messages], tok: Any = None) -> tuple[Any, Any, Any]:
+def encode_chats_flat(conversations: Sequence[Messages], tok: Tokenizer) -> tuple[Any, Any, Any]:
     """``encode_chats`` as flat numpy arrays: (ids int32, loss_mask uint8, lengths int64).
 
     Conversation ``k`` occupies ``[offsets[k], offsets[k] + lengths[k])`` with offsets the
@@ -345,21 +332,20 @@ def encode_chats_flat(conversations: Sequence[Messages], tok: Any = None) -> tup
     return encode_chats_spans(conversations, tok).flat()
 
 
-def encode_chat(messages: Messages, tok: Any = None) -> tuple[list[int], list[int]]:
+def encode_chat(messages: Messages, tok: Tokenizer) -> tuple[list[int], list[int]]:
     """Token ids of a conversation and its loss mask (1 on assistant content and its EOT)."""
     return encode_chats([messages], tok)[0]
 
 
-def encode_prompt(messages: Messages, tok: Any = None) -> list[int]:
+def encode_prompt(messages: Messages, tok: Tokenizer) -> list[int]:
     """Token ids of ``render_prompt(messages)``: a prefix of the ids of the full conversation."""
-    tok = _tok(tok)
     ids, _ = encode_chat(messages, tok)
     return ids + _markers(tok)["assistant"]
 
 
-def encode_completion(content: str, tok: Any = None) -> list[int]:
+def encode_completion(content: str, tok: Tokenizer) -> list[int]:
     """Token ids of an assistant reply as it follows a prompt: content then EOT."""
-    return list(_tok(tok).encode(content)) + [EOT_ID]
+    return list(tok.encode(content)) + [EOT_ID]
 
 
 def chat_template_jinja() -> str:

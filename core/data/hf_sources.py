@@ -20,6 +20,7 @@ truncated or corrupt ``.gz`` names its last good line (see :func:`~llmctl.core.d
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import gzip
 import hashlib
@@ -27,13 +28,17 @@ import json
 import os
 import re
 import shutil
+import socket
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+from llmctl.core.artifacts import file_fingerprint
 from llmctl.core.data.records import InputError, bad_utf8_field, decode_utf8
+from llmctl.core.data.text_sources import Gap, decoded_blocks, gap_error, split_lines
 
 JSON_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -106,8 +111,6 @@ def resolve_files(spec: str, split: str | None = None) -> list[Path]:
 
 def source_fingerprint(spec: str, split: str | None = None, **hub: Any) -> dict[str, Any]:
     """What a manifest records about a source: file fingerprints, or the hub id and options."""
-    from llmctl.core.artifacts import file_fingerprint
-
     if is_local(spec):
         files = resolve_files(spec, split)
         if len(files) == 1:
@@ -118,6 +121,8 @@ def source_fingerprint(spec: str, split: str | None = None, **hub: Any) -> dict[
 
 @contextlib.contextmanager
 def _quiet_datasets() -> Iterator[Any]:
+    """``datasets`` without its progress bars or its own log lines: a file it cannot parse is
+    reported once, by us, as ``file:line: reason`` (its json builder would also log a pyarrow error)."""
     import datasets
 
     was = datasets.is_progress_bar_enabled()
@@ -139,8 +144,6 @@ def _compression(path: Path) -> str | None:
 def _raw_lines(path: Path) -> Iterator[tuple[int, bytes | InputError]]:
     """``(line number, raw bytes)`` of a (gzipped) text file; a truncated or corrupt gzip span
     comes out as an InputError naming the last good line (reading goes on at the next member)."""
-    from llmctl.core.data.text_sources import Gap, decoded_blocks, gap_error, split_lines
-
     lineno = 0
     with open(path, "rb") as f:
         for raw in split_lines(decoded_blocks(f, _compression(path))):
@@ -198,8 +201,6 @@ def _read_json_lines(path: Path) -> Iterator[Record | InputError]:
 
 
 def _read_json_list(path: Path) -> Iterator[Record | InputError]:
-    from llmctl.core.data.text_sources import Gap, decoded_blocks
-
     parts = []
     with open(path, "rb") as f:
         for block in decoded_blocks(f, _compression(path)):
@@ -290,17 +291,67 @@ def iter_file(path: Path) -> Iterator[Record | InputError]:
                 yield item
 
 
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+PROBE_TIMEOUT_S = 3.0
+LOCAL_ALTERNATIVE = "pass a local .jsonl/.json/.parquet file or folder with the same fields instead"
+
+
+@functools.cache
+def _probe(host: str, port: int) -> str | None:
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            return None
+    except OSError as e:
+        return f"cannot connect to {host}:{port} ({e.strerror or type(e).__name__})"
+
+
+def net_probe(url: str) -> str | None:
+    """None when ``url``'s host (or the HTTPS proxy) accepts a TCP connection within
+    ``PROBE_TIMEOUT_S``, else why not; each host is probed once per process."""
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    u = urlparse(proxy or url)
+    return _probe(u.hostname or "", u.port or (443 if u.scheme == "https" else 80))
+
+
+def hub_offline_reason() -> str | None:
+    """Why the Hugging Face hub is out of reach, or None: an offline variable that is set, else
+    ``net_probe`` of ``HF_ENDPOINT`` (default huggingface.co)."""
+    for var in OFFLINE_ENV:
+        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return f"{var} is set"
+    return net_probe(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+
+
+@contextlib.contextmanager
+def _hub_offline(datasets: Any) -> Iterator[None]:
+    """``datasets`` and ``huggingface_hub`` in offline mode (cache only, no retries) for a block."""
+    from huggingface_hub import constants
+
+    was = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = was
+
+
 def iter_hub(hub_id: str, *, split: str, name: str | None = None,
              data_dir: str | None = None) -> Iterator[Record]:
-    """Records of a hub dataset split (needs the network or a filled ``HF_HOME`` cache)."""
+    """Records of a hub dataset split (needs the network or a filled ``HF_HOME`` cache). Without
+    the network (see ``hub_offline_reason``) only the cache is read, so the error comes at once."""
     label = hub_id + (f"/{data_dir}" if data_dir else "") + (f" ({name})" if name else "") + f"[{split}]"
+    offline = hub_offline_reason()
     with _quiet_datasets() as datasets:
         try:
-            ds = datasets.load_dataset(hub_id, name=name, data_dir=data_dir, split=split)
+            with _hub_offline(datasets) if offline else contextlib.nullcontext():
+                ds = datasets.load_dataset(hub_id, name=name, data_dir=data_dir, split=split)
         except Exception as e:  # noqa: BLE001 - offline, unknown id, bad split …
+            if offline:
+                raise InputError(label, None, f"no network ({offline}) and not in the Hugging Face cache; "
+                                              + LOCAL_ALTERNATIVE) from None
             raise InputError(label, None, f"cannot load from the Hugging Face hub ({type(e).__name__}: "
                                           f"{str(e).splitlines()[0] if str(e) else ''}); "
-                                          "pass a local .jsonl/.json/.parquet file or folder instead") from None
+                                          + LOCAL_ALTERNATIVE) from None
         yield from _iter_dataset(ds, label, lambda i: i)
 
 

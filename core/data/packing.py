@@ -10,6 +10,7 @@ trainer can restart positions and keep attention within an example.
 from __future__ import annotations
 
 import bisect
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -110,8 +111,6 @@ def _layout(ex_len: Any, seq_len: int, seed: int | None) -> _Layout:
 
     bins = best_fit_decreasing(ex_len.tolist(), seq_len)
     if seed is not None:
-        import random
-
         random.Random(seed).shuffle(bins)
     n_ex, n_rows = len(ex_len), len(bins)
     order = np.fromiter(chain.from_iterable(bins), dtype=np.int64, count=n_ex)

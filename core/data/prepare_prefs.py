@@ -29,16 +29,22 @@ Source specs: a hub id, for HH-RLHF optionally with a subset as ``Anthropic/hh-r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmctl.core.artifacts import ArtifactWriter, commit_together
 from llmctl.core.data import hf_sources
+from llmctl.core.data.prepare_rl import write_jsonl
 from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.params import param
+from llmctl.core.stages import config_params, get_stage, params_dict
+from llmctl.core.workspace import Workspace
 
 HH_HUB = "Anthropic/hh-rlhf"
 UF_HUB = "HuggingFaceH4/ultrafeedback_binarized"
@@ -47,27 +53,21 @@ _TURN = re.compile(r"\n\n(Human|Assistant):")
 ASSISTANT_SEP = "\n\nAssistant:"
 
 
-def _h(text: str, default: Any = None, factory: Any = None) -> Any:
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class PreparePrefsParams:
     """Parameters of ``llmctl prepare prefs``."""
 
-    hh_rlhf: list[str] = _h("HH-RLHF sources: hub id[:subset] or local .jsonl(.gz) files/globs (empty = none).",
-                            factory=lambda: [f"{HH_HUB}:helpful-base", f"{HH_HUB}:harmless-base"])
-    hh_rlhf_test: list[str] = _h("Local HH-RLHF held-out files (hub sources use their test split).",
-                                 factory=list)
-    ultrafeedback: list[str] = _h("UltraFeedback binarized: hub id or local files/globs (empty = none).",
-                                  factory=lambda: [UF_HUB])
-    ultrafeedback_test: list[str] = _h("Local UltraFeedback held-out files (hub: test_prefs).", factory=list)
-    max_pairs: int = _h("At most this many pairs per source split, a seeded sample (0 = all).", 0)
-    test_fraction: float = _h("Held-out share for sources without a test split (split by prompt hash).", 0.05)
-    seed: int = _h("Seed for sampling and the prompt-hash split.", 1337)
-    on_error: str = _h("Bad records: fail, or skip (counted in the manifest).", "fail")
+    hh_rlhf: list[str] = param("HH-RLHF sources: hub id[:subset] or local .jsonl(.gz) files/globs (empty = none).",
+                            [f"{HH_HUB}:helpful-base", f"{HH_HUB}:harmless-base"])
+    hh_rlhf_test: list[str] = param("Local HH-RLHF held-out files (hub sources use their test split).",
+                                 [])
+    ultrafeedback: list[str] = param("UltraFeedback binarized: hub id or local files/globs (empty = none).",
+                                  [UF_HUB])
+    ultrafeedback_test: list[str] = param("Local UltraFeedback held-out files (hub: test_prefs).", [])
+    max_pairs: int = param("At most this many pairs per source split, a seeded sample (0 = all).", 0)
+    test_fraction: float = param("Held-out share for sources without a test split (split by prompt hash).", 0.05)
+    seed: int = param("Seed for sampling and the prompt-hash split.", 1337)
+    on_error: str = param("Bad records: fail, or skip (counted in the manifest).", "fail", run_only=True)
 
     def validate(self) -> None:
         for name in ("hh_rlhf", "hh_rlhf_test", "ultrafeedback", "ultrafeedback_test"):
@@ -322,20 +322,15 @@ def build(params: PreparePrefsParams, policy: ErrorPolicy) -> dict[str, Any]:
             "per_source": per_source, "inputs": inputs}
 
 
-def run(ws: Any, params: PreparePrefsParams, run_dir: Path | None = None) -> dict[str, Any]:
+def run(ws: Workspace, params: PreparePrefsParams, run_dir: Path | None = None) -> dict[str, Any]:
     """Build ``data/preferences.jsonl`` and ``data/preferences_test.jsonl`` in the workspace."""
-    import contextlib
-
-    from llmctl.core.artifacts import ArtifactWriter, commit_together
-    from llmctl.core.data.prepare_rl import write_jsonl
-    from llmctl.core.stages import params_dict
-
     params.validate()
     policy = ErrorPolicy(params.on_error)
     pdict = params_dict(params)
+    cfg = config_params(get_stage("prepare-prefs"), ws.config)
     outs = {"train": ws.path("data/preferences.jsonl"), "test": ws.path("data/preferences_test.jsonl")}
     with contextlib.ExitStack() as stack:
-        writers = {k: stack.enter_context(ArtifactWriter(p, stage="prepare-prefs", params=pdict))
+        writers = {k: stack.enter_context(ArtifactWriter(p, stage="prepare-prefs", params=pdict, config_params=cfg))
                    for k, p in outs.items()}
         built = build(params, policy)
         summary = {}

@@ -37,12 +37,48 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
-from llmctl.core.data.text_sources import TXT_DOCS_CHOICES, Source
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from llmctl.core import atomic, runs
+from llmctl.core import progress as core_progress
+from llmctl.core.artifacts import (
+    ArtifactBusy,
+    ArtifactWriter,
+    DiskFull,
+    check_free_space,
+    commit_together,
+    free_bytes,
+    human_bytes,
+    manifest_path,
+    read_lock,
+)
+from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError, TooManyErrors
+from llmctl.core.data.text_sources import (
+    TXT_DOCS_CHOICES,
+    Source,
+    expand_inputs,
+    input_fingerprint,
+    iter_documents,
+    source_info,
+)
+from llmctl.core.metrics import MetricsWriter
+from llmctl.core.params import param, run_only_names
+from llmctl.core.stages import ParamError, config_params, get_stage, params_dict
+from llmctl.core.workspace import Workspace
 
 STAGE = "prepare-pretrain"
 FORMAT = "llmctl.tokens/1"
@@ -52,33 +88,29 @@ BATCH_CHARS = 1 << 20  # text per tokenizer batch (or batch_docs documents, whic
 # 1 MB keeps the Python int lists of a tokenized batch small (~10 MB) and was faster than 4 MB
 OUTPUTS = {"train": "data/pile_train.h5", "val": "data/pile_dev.h5"}
 MANIFEST_SKIPPED = 10_000  # skipped records listed in the manifest (all are in the file's ``skipped``)
-# parameters that change how a run goes, not what it writes (a resumed run may change them)
-RUN_ONLY = ("resume", "workers", "on_error", "batch_docs", "flush_tokens")
 
 
 @dataclass
 class PreparePretrainParams:
     """Parameters of ``llmctl prepare pretrain``."""
 
-    inputs: list[str] = field(default_factory=list, metadata={
-        "help": "Shards: .jsonl.zst/.jsonl/.jsonl.gz/.txt paths, folders, globs or hf://datasets/<repo>/<file>."})
-    split: str = field(default="train", metadata={
-        "help": "train -> data/pile_train.h5, val -> data/pile_dev.h5."})
-    out: str = field(default="", metadata={"help": "Output path instead of the split's (workspace-relative or absolute)."})
-    val_fraction: float = field(default=0.0, metadata={
-        "help": "Carve this share of documents (seeded hash of the text) into pile_dev.h5, writing both files."})
-    num_shards: int = field(default=0, metadata={"help": "Use only the first N input files (0 = all)."})
-    max_tokens: int = field(default=0, metadata={
-        "help": "Stop after the document that brings the total to this many tokens (0 = no limit)."})
-    txt_docs: str = field(default="file", metadata={"help": "How a .txt splits into documents: file, lines or paragraphs."})
-    on_error: str = field(default="fail", metadata={"help": "Bad records: fail, or skip (counted, reported, capped)."})
-    resume: bool = field(default=False, metadata={"help": "Continue a killed run from its temporary file."})
-    workers: int = field(default=0, metadata={"help": "Tokenizer threads (0 = all cores)."})
-    batch_docs: int = field(default=2048, metadata={"help": "Documents per tokenizer batch (also capped at ~1 MB of text)."})
-    seed: int = field(default=1234, metadata={"help": "Seed of the train/dev split."})
-    chunk_tokens: int = field(default=DEFAULT_CHUNK_TOKENS, metadata={"help": "HDF5 chunk size in tokens."})
-    flush_tokens: int = field(default=DEFAULT_FLUSH_TOKENS, metadata={
-        "help": "Tokens buffered before each block write (each write is a resume point)."})
+    inputs: list[str] = param("Shards: .jsonl.zst/.jsonl/.jsonl.gz/.txt paths, folders, globs or "
+                              "hf://datasets/<repo>/<file>.", [])
+    split: str = param("train -> data/pile_train.h5, val -> data/pile_dev.h5.", "train")
+    out: str = param("Output path instead of the split's (workspace-relative or absolute).", "")
+    val_fraction: float = param("Carve this share of documents (seeded hash of the text) into pile_dev.h5, "
+                                "writing both files.", 0.0)
+    num_shards: int = param("Use only the first N input files (0 = all).", 0)
+    max_tokens: int = param("Stop after the document that brings the total to this many tokens (0 = no limit).", 0)
+    txt_docs: str = param("How a .txt splits into documents: file, lines or paragraphs.", "file")
+    on_error: str = param("Bad records: fail, or skip (counted, reported, capped).", "fail", run_only=True)
+    resume: bool = param("Continue a killed run from its temporary file.", False, run_only=True)
+    workers: int = param("Tokenizer threads (0 = all cores).", 0, run_only=True)
+    batch_docs: int = param("Documents per tokenizer batch (also capped at ~1 MB of text).", 2048, run_only=True)
+    seed: int = param("Seed of the train/dev split.", 1234)
+    chunk_tokens: int = param("HDF5 chunk size in tokens.", DEFAULT_CHUNK_TOKENS, run_only=True)
+    flush_tokens: int = param("Tokens buffered before each block write (each write is a resume point).",
+                              DEFAULT_FLUSH_TOKENS, run_only=True)
 
     def validate(self) -> None:
         if self.split not in OUTPUTS:
@@ -208,7 +240,6 @@ class TokenWriter:
         """Rewrite a file smaller than one chunk with one exact-size chunk (no half-empty 32 MB chunk)."""
         import h5py
 
-        from llmctl.core import atomic
 
         tmp = self.path.with_name(self.path.name + ".compact")
         with h5py.File(tmp, "w", alignment_threshold=1 << 20, alignment_interval=4096) as g:
@@ -280,8 +311,6 @@ class Reader(threading.Thread):
         return False
 
     def run(self) -> None:
-        from llmctl.core.data.text_sources import iter_documents
-
         try:
             p = self.params
             split = p.val_fraction > 0
@@ -337,7 +366,6 @@ def make_encoder(tok: Any, workers: int):
         return tok.encode_batch, None
     if workers == 1:
         return (lambda docs: [tok.encode(d) for d in docs]), None
-    from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(workers, thread_name_prefix="tokenize")
 
@@ -352,24 +380,19 @@ def make_encoder(tok: Any, workers: int):
 # ---- progress display -----------------------------------------------------------------------------
 
 class _Display:
-    """A rich progress bar on a terminal (bytes read, documents/s, tokens/s); silent otherwise."""
+    """A rich progress bar on a terminal (bytes read, documents/s, tokens/s); otherwise plain
+    lines with the same elapsed, rate and ETA every few seconds (``core.progress``)."""
 
     def __init__(self, total_bytes: int | None, enabled: bool) -> None:
         self.enabled = enabled
         self.t0 = time.time()
         self.progress = None
+        self.lines: core_progress.Progress | None = None
         if not enabled:
+            if not os.environ.get("LLMCTL_NO_PROGRESS"):
+                self.lines = core_progress.Progress("prepare pretrain", total_bytes / 1e6 if total_bytes else None, unit="MB",
+                                      stream=sys.stderr)
             return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
 
         self.progress = Progress(
             TextColumn("[bold]prepare pretrain"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -382,6 +405,8 @@ class _Display:
         self.progress.start()
 
     def update(self, bytes_read: int, docs: int, tokens: int, docs0: int, tokens0: int) -> None:
+        if self.lines is not None:
+            self.lines.update(bytes_read / 1e6, f"{docs:,} docs, {_human(tokens)} tokens")
         if self.progress is None:
             return
         dt = max(time.time() - self.t0, 1e-6)
@@ -412,7 +437,7 @@ def _progress_enabled() -> bool:
 
 # ---- the runner -----------------------------------------------------------------------------------
 
-def output_paths(ws: Any, params: PreparePretrainParams) -> dict[str, Path]:
+def output_paths(ws: Workspace, params: PreparePretrainParams) -> dict[str, Path]:
     """{role: path}: train and/or val, the first one holding the progress record."""
     if params.val_fraction > 0:
         return {"train": ws.path(OUTPUTS["train"]), "val": ws.path(OUTPUTS["val"])}
@@ -422,9 +447,8 @@ def output_paths(ws: Any, params: PreparePretrainParams) -> dict[str, Path]:
 
 def resume_key(params: PreparePretrainParams, infos: list[dict[str, Any]]) -> str:
     """What must match for a tmp file to be resumed: the output-shaping params and the sources."""
-    from llmctl.core.stages import params_dict
-
-    p = {k: v for k, v in params_dict(params).items() if k not in RUN_ONLY}
+    run_only = run_only_names(type(params))  # a resumed run may change these
+    p = {k: v for k, v in params_dict(params).items() if k not in run_only}
     return json.dumps({"params": p, "sources": infos}, sort_keys=True)
 
 
@@ -452,8 +476,6 @@ def space_checker(aws: dict[str, Any], sources: list[Any], params: PreparePretra
     """``check(tokens, text_bytes)`` after the first batch: re-estimate the output from the bytes
     per token actually produced, record it on the writers (named if the disk fills anyway) and
     raise DiskFull naming the path and the space needed when the disk cannot hold it."""
-    from llmctl.core.artifacts import DiskFull, free_bytes, human_bytes
-
     def check(tokens: int, text_bytes: int) -> None:
         est = estimate_output_bytes(sources, params, 4 * tokens / max(1, text_bytes))
         for w in aws.values():
@@ -468,14 +490,8 @@ def space_checker(aws: dict[str, Any], sources: list[Any], params: PreparePretra
     return check
 
 
-def run(ws: Any, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]:
+def run(ws: Workspace, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]:
     """Tokenize the input shards into the split's HDF5 token file(s); return the counts."""
-    from llmctl.core import runs
-    from llmctl.core.artifacts import ArtifactBusy, ArtifactWriter, check_free_space, manifest_path, read_lock
-    from llmctl.core.data.text_sources import expand_inputs, input_fingerprint, source_info
-    from llmctl.core.metrics import MetricsWriter
-    from llmctl.core.stages import ParamError, params_dict
-
     params.validate()
     if not params.inputs:
         raise ParamError(f"{STAGE}: no inputs (pass --inputs or set [stages.{STAGE}] inputs in llmctl.toml)")
@@ -494,6 +510,7 @@ def run(ws: Any, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]
     infos = [source_info(s) for s in sources]
     inputs_fp = {s.name: input_fingerprint(s) for s in sources}
     pdict = params_dict(params)
+    cfg = config_params(get_stage(STAGE), ws.config)
     key = resume_key(params, infos)
     run_dir = Path(run_dir)
     runs.write_provenance(run_dir, stage=STAGE, params=pdict, seed=params.seed, tokenizer=tok.describe(),
@@ -503,12 +520,12 @@ def run(ws: Any, params: PreparePretrainParams, run_dir: Path) -> dict[str, Any]
     try:
         with contextlib.ExitStack() as stack:
             aws = {role: stack.enter_context(ArtifactWriter(path, stage=STAGE, params=pdict, inputs=inputs_fp,
-                                                            keep_tmp=True))
+                                                            keep_tmp=True, config_params=cfg))
                    for role, path in paths.items()}
             writers, policy, start = _open_outputs(aws, params, key, display)
             stack.callback(lambda: [w.close() for w in writers.values()])
-            result = _pipeline(writers, policy, start, key, sources, params, tok, display, metrics,
-                               space_checker(aws, sources, params))
+            result = _Pipeline(writers, policy, start, key, sources, params, tok, display, metrics,
+                               space_checker(aws, sources, params)).run()
             first = writers[next(iter(writers))]
             if first.n_documents == 0:
                 raise InputError(", ".join(s.label for s in sources), None, "no documents found: nothing to write")
@@ -541,7 +558,6 @@ def _commit(aws: dict[str, Any], writers: dict[str, TokenWriter], policy: ErrorP
         w.finish({"tokenizer": tok.describe(), "sources": infos, "parameters": pdict, "split": role,
                   "n_tokens": w.n_tokens, "n_documents": w.n_documents, "n_skipped": policy.n_skipped,
                   "eot_id": tok.eot_id, "created": created, "format": FORMAT})
-    from llmctl.core.artifacts import commit_together
 
     counts = {role: {"tokens": w.n_tokens, "documents": w.n_documents, "skipped": policy.n_skipped}
               for role, w in writers.items()}
@@ -554,8 +570,6 @@ def _commit(aws: dict[str, Any], writers: dict[str, TokenWriter], policy: ErrorP
 def _open_outputs(aws: dict[str, Any], params: PreparePretrainParams, key: str, display: _Display
                   ) -> tuple[dict[str, TokenWriter], ErrorPolicy, tuple[int, int]]:
     """Open fresh token files, or with ``resume`` reopen the tmp files cut back to their progress."""
-    from llmctl.core import atomic
-
     policy = ErrorPolicy(params.on_error)
     tmps = {role: w.tmp for role, w in aws.items()}
     if params.resume:
@@ -575,8 +589,6 @@ def _open_outputs(aws: dict[str, Any], params: PreparePretrainParams, key: str, 
 def _try_resume(tmps: dict[str, Path], params: PreparePretrainParams, key: str, policy: ErrorPolicy,
                 display: _Display) -> tuple[dict[str, TokenWriter], tuple[int, int]] | None:
     """Reopen the tmp files at their last progress record, or None (with a note) to start over."""
-    from llmctl.core.stages import ParamError
-
     roles = list(tmps)
     first = tmps[roles[0]].name
     if not all(t.exists() for t in tmps.values()):
@@ -630,128 +642,150 @@ def _flush_all(writers: dict[str, TokenWriter], key: str, policy: ErrorPolicy, p
     primary.flush(progress)
 
 
-def _pipeline(writers: dict[str, TokenWriter], policy: ErrorPolicy, start: tuple[int, int], key: str,
-              sources: list[Source], params: PreparePretrainParams, tok: Any, display: _Display,
-              metrics: Any, check_space: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Read, tokenize and write until the sources (or max_tokens) are exhausted; ``check_space``
-    sees the tokens and text bytes of the first batch."""
-    from concurrent.futures import ThreadPoolExecutor
+class _Pipeline:
+    """Read, tokenize and write until the sources (or max_tokens) are exhausted.
 
-    from llmctl.core.data.records import TooManyErrors
+    A reader thread yields batches of documents, one encoder thread tokenizes the next batch while
+    this thread appends the previous one; every ``flush_tokens`` the files are flushed with their
+    progress record (a resume point).
+    """
 
-    roles = list(writers)
-    eot = tok.eot_id
-    encode, pool = make_encoder(tok, params.workers)
-    reader = Reader(sources, params, start)
-    reader.bytes_read = sum(s.size or 0 for s in sources[:start[0]])
-    bytes0 = reader.bytes_read
-    docs0 = sum(w.n_documents for w in writers.values())
-    toks0 = sum(w.total for w in writers.values())
-    stop = {"flag": False}
-    old_handler = None
-    if threading.current_thread() is threading.main_thread():
-        def on_term(signum: int, frame: Any) -> None:
-            stop["flag"] = True
-        old_handler = signal.signal(signal.SIGTERM, on_term)
-    n_skipped_written = len(policy.skipped)
-    t0 = last_log = time.time()
-    pos = start
-    tok_pool = ThreadPoolExecutor(1, thread_name_prefix="encode")
+    def __init__(self, writers: dict[str, TokenWriter], policy: ErrorPolicy, start: tuple[int, int], key: str,
+                 sources: list[Source], params: PreparePretrainParams, tok: Any, display: _Display,
+                 metrics: Any, check_space: Callable[[int, int], None] | None = None) -> None:
+        self.writers, self.policy, self.key, self.params = writers, policy, key, params
+        self.check_space = check_space  # sees the tokens and text bytes of the first batch
+        self.display, self.metrics = display, metrics
+        self.roles = list(writers)
+        self.eot = tok.eot_id
+        self.encode, self.pool = make_encoder(tok, params.workers)
+        self.reader = Reader(sources, params, start)
+        self.reader.bytes_read = self.bytes0 = sum(s.size or 0 for s in sources[:start[0]])
+        self.docs0 = self.documents()
+        self.toks0 = self.total_tokens()
+        self.n_skipped_written = len(policy.skipped)
+        self.pos = start
+        self.stop = False
+        self.t0 = time.time()
 
-    def total_tokens() -> int:
-        return sum(w.total for w in writers.values())
+    def total_tokens(self) -> int:
+        return sum(w.total for w in self.writers.values())
 
-    def log_metrics() -> None:
-        dt = max(time.time() - t0, 1e-9)
-        n = total_tokens()
-        metrics.log(n, {"prepare/tokens": n, "prepare/documents": sum(w.n_documents for w in writers.values()),
-                        "prepare/skipped": policy.n_skipped, "prepare/tokens_per_s": (n - toks0) / dt,
-                        "prepare/mb_per_s": (reader.bytes_read - bytes0) / dt / 1e6})
+    def documents(self) -> int:
+        return sum(w.n_documents for w in self.writers.values())
 
-    def flush() -> None:
-        nonlocal n_skipped_written
-        writers[roles[0]].add_skipped(policy.skipped[n_skipped_written:])
-        n_skipped_written = len(policy.skipped)
-        _flush_all(writers, key, policy, pos)
+    def log_metrics(self) -> None:
+        dt = max(time.time() - self.t0, 1e-9)
+        n = self.total_tokens()
+        self.metrics.log(n, {"prepare/tokens": n, "prepare/documents": self.documents(),
+                             "prepare/skipped": self.policy.n_skipped,
+                             "prepare/tokens_per_s": (n - self.toks0) / dt,
+                             "prepare/mb_per_s": (self.reader.bytes_read - self.bytes0) / dt / 1e6})
 
-    def consume(batch: Batch, ids_list: list[list[int]]) -> bool:
-        """Append one tokenized batch; False once max_tokens is reached."""
-        nonlocal pos
+    def flush(self) -> None:
+        self.writers[self.roles[0]].add_skipped(self.policy.skipped[self.n_skipped_written:])
+        self.n_skipped_written = len(self.policy.skipped)
+        _flush_all(self.writers, self.key, self.policy, self.pos)
+
+    def count_errors(self, batch: Batch) -> None:
+        """Count the batch's documents and bad records in line order, so the skip threshold sees what a
+        reader would; past the threshold the progress record stays at the end of the previous batch."""
+        policy = self.policy
         seen0, skipped0, lost0 = policy.seen, len(policy.skipped), policy.lost
         counted = 0
         try:
-            for before, err in batch.errors:  # in line order, so the skip threshold sees what a reader would
+            for before, err in batch.errors:
                 for _ in range(before - counted):
                     policy.ok()
                 counted = before
                 policy.bad(err)
-                display.say(f"skipped {err}")
+                self.display.say(f"skipped {err}")
         except (InputError, TooManyErrors):
-            policy.seen, policy.lost = seen0, lost0  # the progress record stays at the previous batch's end
+            policy.seen, policy.lost = seen0, lost0
             del policy.skipped[skipped0:]
-            flush()
+            self.flush()
             raise
         for _ in range(len(batch.docs) - counted):
             policy.ok()
-        nonlocal check_space
-        if check_space is not None and batch.docs:
-            check_space(sum(len(ids) + 1 for ids in ids_list),
-                        sum(len(d.encode("utf-8", "surrogatepass")) for d in batch.docs))
-            check_space = None
-        keep = len(ids_list)
-        if params.max_tokens:
-            room = params.max_tokens - total_tokens()
-            acc = 0
-            for i, ids in enumerate(ids_list):
-                acc += len(ids) + 1
-                if acc >= room:
-                    keep = i + 1
-                    break
+
+    def kept(self, ids_list: list[list[int]]) -> int:
+        """How many documents of the batch fit under max_tokens (all without a limit)."""
+        if not self.params.max_tokens:
+            return len(ids_list)
+        room = self.params.max_tokens - self.total_tokens()
+        acc = 0
+        for i, ids in enumerate(ids_list):
+            acc += len(ids) + 1
+            if acc >= room:
+                return i + 1
+        return len(ids_list)
+
+    def consume(self, batch: Batch, ids_list: list[list[int]]) -> bool:
+        """Append one tokenized batch; False once max_tokens is reached."""
+        self.count_errors(batch)
+        if self.check_space is not None and batch.docs:
+            self.check_space(sum(len(ids) + 1 for ids in ids_list),
+                             sum(len(d.encode("utf-8", "surrogatepass")) for d in batch.docs))
+            self.check_space = None
+        keep = self.kept(ids_list)
         if batch.to_dev is None:
-            writers[roles[0]].append(to_int32(ids_list[:keep], eot), keep)
+            self.writers[self.roles[0]].append(to_int32(ids_list[:keep], self.eot), keep)
         else:
             tr = [ids for ids, d in zip(ids_list[:keep], batch.to_dev, strict=False) if not d]
             dv = [ids for ids, d in zip(ids_list[:keep], batch.to_dev, strict=False) if d]
-            writers["train"].append(to_int32(tr, eot), len(tr))
-            writers["val"].append(to_int32(dv, eot), len(dv))
-        pos = batch.end
-        done = bool(params.max_tokens) and total_tokens() >= params.max_tokens
-        if done or sum(w.pending for w in writers.values()) >= params.flush_tokens:
-            flush()
+            self.writers["train"].append(to_int32(tr, self.eot), len(tr))
+            self.writers["val"].append(to_int32(dv, self.eot), len(dv))
+        self.pos = batch.end
+        done = bool(self.params.max_tokens) and self.total_tokens() >= self.params.max_tokens
+        if done or sum(w.pending for w in self.writers.values()) >= self.params.flush_tokens:
+            self.flush()
         return not done
 
-    try:
-        if not (params.max_tokens and total_tokens() >= params.max_tokens):
-            reader.start()
-            pending: tuple[Batch, Any] | None = None
-            for batch in reader.batches():
-                fut = tok_pool.submit(encode, batch.docs)
-                if pending is not None and not consume(pending[0], pending[1].result()):
-                    pending = None
-                    break
-                pending = (batch, fut)
-                display.update(reader.bytes_read, sum(w.n_documents for w in writers.values()), total_tokens(),
-                               docs0, toks0)
-                if stop["flag"]:
-                    raise _Stop
-                if time.time() - last_log > 5:
-                    log_metrics()
-                    last_log = time.time()
-            if pending is not None:
-                consume(pending[0], pending[1].result())
-        policy.finish()
-        flush()
-        log_metrics()
-    except _Stop:
-        flush()
-        raise KeyboardInterrupt("cancelled (SIGTERM); rerun with --resume to continue") from None
-    finally:
-        reader.stop()
-        tok_pool.shutdown(wait=True, cancel_futures=True)
-        if pool is not None:
-            pool.shutdown(wait=False)
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
-    dt = max(time.time() - t0, 1e-9)
-    display.update(reader.bytes_read, sum(w.n_documents for w in writers.values()), total_tokens(), docs0, toks0)
-    return {"seconds": dt, "bytes": reader.bytes_read - bytes0, "tokens_per_s": (total_tokens() - toks0) / dt}
+    def show(self) -> None:
+        self.display.update(self.reader.bytes_read, self.documents(), self.total_tokens(), self.docs0, self.toks0)
+
+    def read_all(self, tok_pool: ThreadPoolExecutor) -> None:
+        """The loop: encode batch i+1 while appending batch i; stop on max_tokens or SIGTERM."""
+        self.reader.start()
+        pending: tuple[Batch, Any] | None = None
+        last_log = time.time()
+        for batch in self.reader.batches():
+            fut = tok_pool.submit(self.encode, batch.docs)
+            if pending is not None and not self.consume(pending[0], pending[1].result()):
+                return
+            pending = (batch, fut)
+            self.show()
+            if self.stop:
+                raise _Stop
+            if time.time() - last_log > 5:
+                self.log_metrics()
+                last_log = time.time()
+        if pending is not None:
+            self.consume(pending[0], pending[1].result())
+
+    def run(self) -> dict[str, Any]:
+        """Run to the end (SIGTERM flushes a resume point and raises KeyboardInterrupt); the rates."""
+        old_handler = None
+        if threading.current_thread() is threading.main_thread():
+            old_handler = signal.signal(signal.SIGTERM, lambda signum, frame: setattr(self, "stop", True))
+        tok_pool = ThreadPoolExecutor(1, thread_name_prefix="encode")
+        try:
+            if not (self.params.max_tokens and self.total_tokens() >= self.params.max_tokens):
+                self.read_all(tok_pool)
+            self.policy.finish()
+            self.flush()
+            self.log_metrics()
+        except _Stop:
+            self.flush()
+            raise KeyboardInterrupt("cancelled (SIGTERM); rerun with --resume to continue") from None
+        finally:
+            self.reader.stop()
+            tok_pool.shutdown(wait=True, cancel_futures=True)
+            if self.pool is not None:
+                self.pool.shutdown(wait=False)
+            if old_handler is not None:
+                signal.signal(signal.SIGTERM, old_handler)
+        dt = max(time.time() - self.t0, 1e-9)
+        self.show()
+        return {"seconds": dt, "bytes": self.reader.bytes_read - self.bytes0,
+                "tokens_per_s": (self.total_tokens() - self.toks0) / dt}

@@ -15,38 +15,40 @@ decimals normalised). Train questions that also occur in the test split are drop
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+import json
+import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmctl.core.artifacts import ArtifactWriter, commit_together, disk_full_error, is_disk_full
 from llmctl.core.data import hf_sources
+from llmctl.core.data.arithmetic import DATA_SOURCE, LEVELS, generate_problems
+from llmctl.core.data.prepare_sft import get_str, question_key, refuse_test_file
+from llmctl.core.data.prompts import parse_gsm8k_gold
 from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.params import param
+from llmctl.core.stages import config_params, get_stage, params_dict
+from llmctl.core.workspace import Workspace
 
 GSM8K_SOURCE = "openai/gsm8k"
-
-
-def _h(text: str, default: Any = None, factory: Any = None) -> Any:
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
 
 
 @dataclass
 class PrepareRLParams:
     """Parameters of ``llmctl prepare rl``."""
 
-    gsm8k: str = _h("GSM8K: hub id (config 'main') or a local folder with train/test files.", GSM8K_SOURCE)
-    gsm8k_train: str = _h("Local GSM8K train file (overrides the folder/hub train split).", "")
-    gsm8k_test: str = _h("Local GSM8K test file (overrides the folder/hub test split).", "")
-    max_examples: int = _h("At most this many GSM8K prompts per split, a seeded sample (0 = all).", 0)
-    arithmetic_n: int = _h("Arithmetic prompts per level.", 1000)
-    arithmetic_levels: list[int] = _h("Arithmetic levels to generate.", factory=lambda: [1, 2, 3, 4, 5, 6])
-    seed: int = _h("Seed for sampling and the arithmetic generator.", 1337)
-    on_error: str = _h("Bad records: fail, or skip (counted in the manifest).", "fail")
+    gsm8k: str = param("GSM8K: hub id (config 'main') or a local folder with train/test files.", GSM8K_SOURCE)
+    gsm8k_train: str = param("Local GSM8K train file (overrides the folder/hub train split).", "")
+    gsm8k_test: str = param("Local GSM8K test file (overrides the folder/hub test split).", "")
+    max_examples: int = param("At most this many GSM8K prompts per split, a seeded sample (0 = all).", 0)
+    arithmetic_n: int = param("Arithmetic prompts per level.", 1000, ge=0, le=1_000_000)
+    arithmetic_levels: list[int] = param("Arithmetic levels to generate.", [1, 2, 3, 4, 5, 6])
+    seed: int = param("Seed for sampling and the arithmetic generator.", 1337)
+    on_error: str = param("Bad records: fail, or skip (counted in the manifest).", "fail", run_only=True)
 
     def validate(self) -> None:
-        from llmctl.core.data.arithmetic import LEVELS
-
         if self.max_examples < 0 or self.arithmetic_n < 0:
             raise ValueError("max_examples and arithmetic_n must be >= 0")
         for lv in self.arithmetic_levels:
@@ -72,9 +74,6 @@ def split_spec(params: PrepareRLParams, split: str) -> tuple[str, dict[str, Any]
 
 def gsm8k_rows(spec: str, split: str, hub: dict[str, Any], policy: ErrorPolicy) -> list[dict[str, Any]]:
     """``{"prompt", "gold", "data_source", "index"}`` for every usable record of one split."""
-    from llmctl.core.data.prepare_sft import get_str
-    from llmctl.core.data.prompts import parse_gsm8k_gold
-
     out = []
     for r in hf_sources.iter_records(spec, split=split, **hub):
         if isinstance(r, InputError):
@@ -104,11 +103,6 @@ def uses_gsm8k(params: PrepareRLParams) -> bool:
 
 def build(params: PrepareRLParams, policy: ErrorPolicy) -> dict[str, Any]:
     """Rows of the three outputs and the bookkeeping (no file written)."""
-    import random
-
-    from llmctl.core.data.arithmetic import DATA_SOURCE, generate_problems
-    from llmctl.core.data.prepare_sft import question_key, refuse_test_file
-
     arith = []
     for lv in params.arithmetic_levels:
         for row in generate_problems(params.arithmetic_n, lv, params.seed):
@@ -143,8 +137,6 @@ _LINE_BREAKS = (("\x85", "\\u0085"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"
 def jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
     """One compact JSON object per line (UTF-8, non-ASCII kept except characters that some
     readers treat as line breaks — U+0085, U+2028, U+2029 — which are escaped)."""
-    import json
-
     out = []
     for r in rows:
         line = json.dumps(r, ensure_ascii=False)
@@ -158,8 +150,6 @@ def jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
 def write_jsonl(writer: Any, rows: list[dict[str, Any]]) -> None:
     """Write ``rows`` (:func:`jsonl_bytes`) to an ArtifactWriter's empty temporary file, created
     exclusively, after checking the disk holds them (a full disk names the path and the size)."""
-    from llmctl.core.artifacts import disk_full_error, is_disk_full
-
     data = jsonl_bytes(rows)
     writer.reserve(len(data))
     try:
@@ -171,22 +161,18 @@ def write_jsonl(writer: Any, rows: list[dict[str, Any]]) -> None:
         raise
 
 
-def run(ws: Any, params: PrepareRLParams, run_dir: Path | None = None) -> dict[str, Any]:
+def run(ws: Workspace, params: PrepareRLParams, run_dir: Path | None = None) -> dict[str, Any]:
     """Build the three RL prompt files in the workspace."""
-    import contextlib
-
-    from llmctl.core.artifacts import ArtifactWriter, commit_together
-    from llmctl.core.stages import params_dict
-
     params.validate()
     policy = ErrorPolicy(params.on_error)
     pdict = params_dict(params)
+    cfg = config_params(get_stage("prepare-rl"), ws.config)
     outs = {"train": ws.path("data/rl_prompts_train.jsonl"), "test": ws.path("data/rl_prompts_test.jsonl"),
             "arithmetic": ws.path("data/arithmetic_prompts.jsonl")}
     if not uses_gsm8k(params):
         outs = {"arithmetic": outs["arithmetic"]}
     with contextlib.ExitStack() as stack:
-        writers = {k: stack.enter_context(ArtifactWriter(p, stage="prepare-rl", params=pdict)) for k, p in outs.items()}
+        writers = {k: stack.enter_context(ArtifactWriter(p, stage="prepare-rl", params=pdict, config_params=cfg)) for k, p in outs.items()}
         built = build(params, policy)
         for k, w in writers.items():
             write_jsonl(w, built[k])

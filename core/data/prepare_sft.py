@@ -26,12 +26,21 @@ import json
 import random
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmctl.core.artifacts import ArtifactWriter
 from llmctl.core.data import hf_sources
+from llmctl.core.data.arithmetic import LEVELS, arithmetic_sft_examples
+from llmctl.core.data.chat import ASSISTANT_MARKER, EOT, ROLE_MARKERS, chat_template_jinja, encode_chats_spans
+from llmctl.core.data.packing import pack_spans
+from llmctl.core.data.prompts import GSM8K_INSTRUCTION, format_question, gsm8k_target
 from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.params import param
+from llmctl.core.stages import config_params, get_stage, params_dict
+from llmctl.core.tokenizer import Tokenizer
+from llmctl.core.workspace import Workspace
 
 SFT_SOURCES = ("alpaca", "dolly", "gsm8k")
 ARITHMETIC = "arithmetic"
@@ -39,32 +48,24 @@ GSM8K_CONFIG = "main"
 FORMAT = "llmctl-sft-v1"
 
 
-def _h(text: str, default: Any = None, factory: Any = None) -> Any:
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class PrepareSFTParams:
     """Parameters of ``llmctl prepare sft``."""
 
-    sources: list[str] = _h("Sources to use: " + ", ".join(SFT_SOURCES) + ".", factory=lambda: list(SFT_SOURCES))
-    alpaca: str = _h("Alpaca: hub id or local .json/.jsonl/.parquet file.", "tatsu-lab/alpaca")
-    dolly: str = _h("Dolly: hub id or local file.", "databricks/databricks-dolly-15k")
-    gsm8k: str = _h("GSM8K: hub id (config 'main', split train) or a local train file or folder.",
+    sources: list[str] = param("Sources to use: " + ", ".join(SFT_SOURCES) + ".", list(SFT_SOURCES))
+    alpaca: str = param("Alpaca: hub id or local .json/.jsonl/.parquet file.", "tatsu-lab/alpaca")
+    dolly: str = param("Dolly: hub id or local file.", "databricks/databricks-dolly-15k")
+    gsm8k: str = param("GSM8K: hub id (config 'main', split train) or a local train file or folder.",
                     "openai/gsm8k")
-    max_examples: int = _h("At most this many examples per source, a seeded sample (0 = all).", 0)
-    seq_len: int = _h("Tokens per packed row.", 1024)
-    seed: int = _h("Seed for sampling and row order.", 1337)
-    include_arithmetic: int = _h("Arithmetic curriculum examples to add (0 = none).", 0)
-    arithmetic_levels: list[int] = _h("Arithmetic levels the added examples cycle through.",
-                                      factory=lambda: [1, 2, 3])
-    on_error: str = _h("Bad records: fail, or skip (counted in the manifest).", "fail")
+    max_examples: int = param("At most this many examples per source, a seeded sample (0 = all).", 0)
+    seq_len: int = param("Packed row length: tokens per packed row (training windows are cut from it).", 1024)
+    seed: int = param("Seed for sampling and row order.", 1337)
+    include_arithmetic: int = param("Arithmetic curriculum examples to add (0 = none).", 0, le=10_000_000)
+    arithmetic_levels: list[int] = param("Arithmetic levels the added examples cycle through.",
+                                      [1, 2, 3])
+    on_error: str = param("Bad records: fail, or skip (counted in the manifest).", "fail", run_only=True)
 
     def validate(self) -> None:
-        from llmctl.core.data.arithmetic import LEVELS
-
         bad = [s for s in self.sources if s not in SFT_SOURCES]
         if bad:
             raise ValueError(f"unknown source(s) {', '.join(bad)}; choose from {', '.join(SFT_SOURCES)}")
@@ -124,8 +125,6 @@ def dolly_messages(r: hf_sources.Record) -> list[dict[str, str]]:
 
 def gsm8k_messages(r: hf_sources.Record) -> list[dict[str, str]]:
     """GSM8K record -> [user (shared instruction + question), assistant (think/answer target)]."""
-    from llmctl.core.data.prompts import format_question, gsm8k_target
-
     question = get_str(r, "question")
     answer = get_str(r, "answer")
     try:
@@ -201,8 +200,6 @@ def read_source(name: str, spec: str, policy: ErrorPolicy) -> tuple[list[list[di
 
 def arithmetic_conversations(n: int, levels: list[int], seed: int) -> list[list[dict[str, str]]]:
     """``n`` arithmetic SFT conversations spread evenly over ``levels``."""
-    from llmctl.core.data.arithmetic import arithmetic_sft_examples
-
     out: list[list[dict[str, str]]] = []
     for k, lv in enumerate(levels):
         share = n // len(levels) + (1 if k < n % len(levels) else 0)
@@ -215,9 +212,6 @@ def arithmetic_conversations(n: int, levels: list[int], seed: int) -> list[list[
 def pack_conversations(convs: list[list[dict[str, str]]], tok: Any, seq_len: int, seed: int) -> tuple[Any, Any]:
     """Encode and pack conversations: (Packed, keep), ``keep[k]`` false for a conversation dropped
     because truncation to ``seq_len`` cut off all its targets (the others keep their order)."""
-    from llmctl.core.data.chat import encode_chats_spans
-    from llmctl.core.data.packing import pack_spans
-
     enc = encode_chats_spans(convs, tok)
     # an example whose targets are all cut off by truncation teaches nothing: drop it
     keep = enc.trained_within(seq_len) > 0
@@ -272,7 +266,6 @@ def write_h5(path: Path, built: dict[str, Any], *, counts: dict[str, Any], param
     import h5py
     import numpy as np
 
-    from llmctl.core.data.chat import chat_template_jinja
 
     p = built["packed"]
     with h5py.File(path, "w") as f:
@@ -297,11 +290,8 @@ def write_h5(path: Path, built: dict[str, Any], *, counts: dict[str, Any], param
         a["chat_template"] = chat_template_jinja()
 
 
-def run(ws: Any, params: PrepareSFTParams, run_dir: Path | None = None) -> dict[str, Any]:
+def run(ws: Workspace, params: PrepareSFTParams, run_dir: Path | None = None) -> dict[str, Any]:
     """Build ``data/sft_packed.h5`` in the workspace."""
-    from llmctl.core.artifacts import ArtifactWriter
-    from llmctl.core.stages import params_dict
-
     params.validate()
     tok = ws.tokenizer()
     policy = ErrorPolicy(params.on_error)
@@ -312,7 +302,8 @@ def run(ws: Any, params: PrepareSFTParams, run_dir: Path | None = None) -> dict[
         inputs[name] = hf_sources.source_fingerprint(spec, "train", name=hub_config)
     out = ws.path("data/sft_packed.h5")
     pdict = params_dict(params)
-    with ArtifactWriter(out, stage="prepare-sft", params=pdict, inputs=inputs) as w:
+    cfg = config_params(get_stage("prepare-sft"), ws.config)
+    with ArtifactWriter(out, stage="prepare-sft", params=pdict, inputs=inputs, config_params=cfg) as w:
         built = build(params, tok, policy)
         p = built["packed"]
         counts = {
@@ -360,17 +351,13 @@ def _example(row: int, j: int, lo: int, hi: int, ids: Any, mask: Any, exs: Any, 
     }
 
 
-def iter_examples(path: str | Path, tok: Any = None, rows: Any = None,
+def iter_examples(path: str | Path, tok: Tokenizer, rows: Any = None,
                   source: str | None = None) -> Iterator[dict[str, Any]]:
     """The examples of packed rows (all, or ``rows``; all sources, or one): source, prompt text
     (mask 0), trained text (mask 1) and whether the trained span is one run at the example's end."""
     import h5py
     import numpy as np
 
-    if tok is None:
-        from llmctl.core.tokenizer import get_tokenizer
-
-        tok = get_tokenizer()
     with h5py.File(path, "r") as f:
         names = json.loads(f.attrs["source_names"])
         ex_source = f["example_source"][:]
@@ -402,16 +389,13 @@ def iter_examples(path: str | Path, tok: Any = None, rows: Any = None,
                     yield _example(r, int(j), lo, lo + int(ex_len[j]), ids, mask, exs, names[int(ex_source[j])], tok)
 
 
-def row_examples(path: str | Path, row: int, tok: Any = None) -> list[dict[str, Any]]:
+def row_examples(path: str | Path, row: int, tok: Tokenizer) -> list[dict[str, Any]]:
     """The examples of one packed row (see ``iter_examples``)."""
     return list(iter_examples(path, tok, [row]))
 
 
 def check_gsm8k_example(e: dict[str, Any]) -> dict[str, Any]:
     """Check one GSM8K example of ``iter_examples``; adds its ``question``. ValueError on a mismatch."""
-    from llmctl.core.data.chat import ASSISTANT_MARKER, EOT, ROLE_MARKERS
-    from llmctl.core.data.prompts import GSM8K_INSTRUCTION
-
     where = f"row {e['row']} example {e['example']}"
     if not (e["completion_contiguous"] and e["completion_at_end"]):
         raise ValueError(f"{where}: the trained span is not one run at the end of the example")
@@ -428,7 +412,7 @@ def check_gsm8k_example(e: dict[str, Any]) -> dict[str, Any]:
     return e
 
 
-def check_gsm8k_row(path: str | Path, row: int, tok: Any = None) -> list[dict[str, Any]]:
+def check_gsm8k_row(path: str | Path, row: int, tok: Tokenizer) -> list[dict[str, Any]]:
     """Check every GSM8K example of a packed row and return them (with ``question``).
 
     The trained span must be one contiguous run at the end of the example decoding to exactly

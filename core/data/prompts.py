@@ -34,6 +34,26 @@ def question_messages(question: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": format_question(question)}]
 
 
+_MATH_EXPR = re.compile(r"\d\s*[-+*/×÷x]\s*\d")
+
+
+def is_math_question(text: str) -> bool:
+    """Whether a free-typed prompt reads as a math question, worded as training worded them: an
+    arithmetic expression (``3 + 4``) or a question with a number in it (a GSM8K word problem)."""
+    s = text.strip()
+    return bool(_MATH_EXPR.search(s)) or (s.endswith("?") and any(c.isdigit() for c in s))
+
+
+def user_messages(text: str, math: bool | None = None) -> list[dict[str, Any]]:
+    """A typed prompt as the user turn a model trained here saw: math questions (``math``, or
+    ``is_math_question`` when None) get the shared instruction, unless the text already has it."""
+    if math is None:
+        math = is_math_question(text)
+    if math and not text.lstrip().startswith(GSM8K_INSTRUCTION):
+        return question_messages(text)
+    return [{"role": "user", "content": text}]
+
+
 def format_answer(reasoning: str, answer: str) -> str:
     """The reply format: ``<think>reasoning</think><answer>answer</answer>``."""
     return f"<think>{reasoning.strip()}</think><answer>{answer.strip()}</answer>"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -209,7 +210,6 @@ def _decoder(compression: str | None) -> tuple[Callable[[], Any], tuple[type[Bas
 
         dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
         return dctx.decompressobj, (zstandard.ZstdError,)
-    import zlib
 
     return (lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)), (zlib.error,)
 

@@ -38,11 +38,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError, decode_utf8
+from llmctl.core.params import param
+from llmctl.core.stages import config_params, get_stage, params_dict
+from llmctl.core.workspace import Workspace
 
 SOURCE_KINDS = ("bootcamp", "rl-prompts")
 SPLITS = ("train", "test")
@@ -56,23 +59,19 @@ MERGED_NAME = {"bootcamp": "bootcamps.parquet", "rl-prompts": "rl_prompts.parque
 KIND_DIR = {"bootcamp": "bootcamp", "rl-prompts": "rl_prompts"}
 
 
-def _h(text: str, default: Any, **meta: Any) -> Any:
-    return field(default=default, metadata={"help": text, **meta})
-
-
 @dataclass
 class VerlConvertParams:
     """Parameters of ``llmctl verl convert``."""
 
-    src: str = _h("Bootcamp generator output: a folder tree or one .jsonl (for --from bootcamp).", "")
-    source_kind: str = _h("What to convert: bootcamp (--src) or rl-prompts (the workspace's RL prompt files).",
+    src: str = param("Bootcamp generator output: a folder tree or one .jsonl (for --from bootcamp).", "")
+    source_kind: str = param("What to convert: bootcamp (--src) or rl-prompts (the workspace's RL prompt files).",
                           "bootcamp", flag="--from")
-    out: str = _h("Write the per-file tree to DIR and the merged files to DIR_merged "
+    out: str = param("Write the per-file tree to DIR and the merged files to DIR_merged "
                   "(default: the workspace's data/verl/).", "")
-    default_split: str = _h("Split for files with no train/test folder above them.", "test")
-    seed: int = _h("Shuffle seed (per file and per merged split).", 42)
-    shuffle: bool = _h("Shuffle rows within each file and in the merged files.", True)
-    on_error: str = _h("Bad records: fail (stop at the first) or skip (count and report).", "fail")
+    default_split: str = param("Split for files with no train/test folder above them.", "test")
+    seed: int = param("Shuffle seed (per file and per merged split).", 42)
+    shuffle: bool = param("Shuffle rows within each file and in the merged files.", True)
+    on_error: str = param("Bad records: fail (stop at the first) or skip (count and report).", "fail", run_only=True)
 
     def validate(self) -> None:
         if self.source_kind not in SOURCE_KINDS:
@@ -333,7 +332,7 @@ def plan_bootcamp(src: Path, default_split: str, exclude: list[Path]) -> tuple[l
     return jobs, ([] if src.is_file() else [str(p.relative_to(src)) for p in ignored])
 
 
-def plan_rl_prompts(ws: Any) -> list[FileJob]:
+def plan_rl_prompts(ws: Workspace) -> list[FileJob]:
     """The workspace's RL prompt files that exist (at least one must)."""
     jobs = []
     for rel, name, split in RL_PROMPT_FILES:
@@ -446,15 +445,15 @@ def _inputs(jobs: list[FileJob]) -> dict[str, Any]:
     return {f"file:{j.source_file}": file_fingerprint(j.src) for j in jobs}
 
 
-def run(ws: Any, params: VerlConvertParams, run_dir: Path | None = None) -> dict[str, Any]:
+def run(ws: Workspace, params: VerlConvertParams, run_dir: Path | None = None) -> dict[str, Any]:
     """Convert, write atomically (workspace ``data/verl/`` or ``--out``), print a summary."""
     from llmctl.core.artifacts import ArtifactWriter, commit_together, read_manifest
-    from llmctl.core.stages import params_dict
 
     params.validate()
     policy = ErrorPolicy(params.on_error)
     kind = params.source_kind
     pdict = params_dict(params)
+    cfg = config_params(get_stage("verl-convert"), ws.config)
     out = Path(params.out).expanduser().resolve() if params.out else None
     merged_out = out.with_name(out.name + "_merged") if out else None
     if kind == "bootcamp":
@@ -467,8 +466,8 @@ def run(ws: Any, params: VerlConvertParams, run_dir: Path | None = None) -> dict
     expect = sum(j.src.stat().st_size for j in jobs)  # per-file + merged parquet: about the JSON's size
 
     if out is not None:
-        with ArtifactWriter(out, stage="verl-convert", params=pdict, inputs=_inputs(jobs)) as wf, \
-                ArtifactWriter(merged_out, stage="verl-convert", params=pdict, inputs=_inputs(jobs)) as wm:
+        with ArtifactWriter(out, stage="verl-convert", params=pdict, inputs=_inputs(jobs), config_params=cfg) as wf, \
+                ArtifactWriter(merged_out, stage="verl-convert", params=pdict, inputs=_inputs(jobs), config_params=cfg) as wm:
             wf.reserve(expect)
             report = convert_tree(jobs, wf.tmp, wm.tmp, **opts)
             counts = {k: report[k] for k in ("files", "rows", "skipped", "defaulted_split_files")}
@@ -482,7 +481,7 @@ def run(ws: Any, params: VerlConvertParams, run_dir: Path | None = None) -> dict
         target = ws.path("data/verl")
         name = KIND_DIR[kind]
         prev = read_manifest(target) or {}
-        with ArtifactWriter(target, stage="verl-convert", params=pdict, inputs=_inputs(jobs)) as w:
+        with ArtifactWriter(target, stage="verl-convert", params=pdict, inputs=_inputs(jobs), config_params=cfg) as w:
             w.reserve(expect)
             w.tmp.mkdir(parents=True)  # the writer removed any leftover: this run starts empty
             if target.is_dir():  # keep the other kinds' conversions

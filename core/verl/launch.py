@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmctl.core.tokenizer import Tokenizer
+
 REWARD_MODULE = "llmctl.core.verl_reward"
 REWARD_FN = "compute_score"
 
@@ -186,7 +188,7 @@ class SourceRows:
     over_length: int = 0  # longer than max_prompt_length: verl's filter drops them
 
 
-def source_report(files: list[str], max_prompt_length: int) -> dict[str, SourceRows]:
+def source_report(files: list[str], max_prompt_length: int, tok: Tokenizer) -> dict[str, SourceRows]:
     """Per data_source: rows, rows with no verifier, rows whose prompt exceeds ``max_prompt_length``
     tokens (counted with llmctl's tokenizer and chat template, as ``llmctl export hf`` writes them)."""
     import pyarrow.parquet as pq
@@ -209,7 +211,7 @@ def source_report(files: list[str], max_prompt_length: int) -> dict[str, SourceR
                 if key:
                     known[key] = ok
             r.unscorable += not ok
-            if len(encode_prompt(prompt)) > max_prompt_length:
+            if len(encode_prompt(prompt, tok)) > max_prompt_length:
                 r.over_length += 1
     return out
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -14,6 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, SelectionList, Static, Switch
 from textual.widgets.selection_list import Selection
 
+from llmctl.core.data.preflight import Problem, stage_problems
 from llmctl.core.gpu import gpus_in_use
 from llmctl.core.stages import (
     ParamError,
@@ -56,6 +58,7 @@ class LaunchScreen(ModalScreen[Path | None]):
         self.values: dict[str, Any] = {}
         self.load_error = ""
         self._confirmed_gpu_clash = False
+        self.problems: list[Problem] | None = None  # missing prerequisites, once checked
         try:
             ws = Workspace.open(self._root, create=False)
             self.cls = self.stage.load_params_class()
@@ -91,6 +94,7 @@ class LaunchScreen(ModalScreen[Path | None]):
             head.append(f"\n$ llmctl {' '.join(st.command)} --workspace {self._root}", style="dim")
             yield Static(head, id="launch-head")
             yield Static(self._status_text(), id="launch-status")
+            yield Static("", id="launch-prereq")
             with VerticalScroll(id="param-form", can_focus=False):
                 if st.trains and self.built:
                     yield from self._gpu_rows()
@@ -106,11 +110,40 @@ class LaunchScreen(ModalScreen[Path | None]):
                 yield Button("Cancel", id="cancel", variant="error")
 
     def on_mount(self) -> None:
-        """Typing goes to the first parameter straight away."""
+        """Typing goes to the first parameter straight away; prerequisites are checked meanwhile."""
         if self.fields:
             self.query_one(f"#p-{self.fields[0].name}").focus()
         else:
             self.query_one("#cancel", Button).focus()
+        self.query_one("#launch-prereq", Static).display = False
+        if self.built:
+            self.check_prerequisites(dict(self.values))
+
+    @work(thread=True, exclusive=True, group="launch-prereq", exit_on_error=False)
+    def check_prerequisites(self, values: dict[str, Any]) -> None:
+        """Tokenizer, inputs and sources of the stage (a network probe may take a few seconds)."""
+        try:
+            ws = Workspace.open(self._root, create=False)
+            try:
+                params = resolve_params(self.stage, {k: v for k, v in values.items() if v is not None}, {})
+            except ParamError:
+                params = None
+            problems = stage_problems(ws, self.stage, params)
+        except Exception as e:  # a check that cannot run must not block the form
+            problems = [Problem(f"prerequisites not checked ({type(e).__name__}: {e})", "-")]
+        self.app.call_from_thread(self._show_prerequisites, problems)
+
+    def _show_prerequisites(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        box = self.query_one("#launch-prereq", Static)
+        box.display = bool(problems)
+        out = Text("before it can run:", style="bold yellow")
+        for p in problems:
+            out.append("\n✗ ", style="bold red")
+            out.append(p.what)
+            out.append("\n  fix: ", style="bold")
+            out.append(p.fix, style="green")
+        box.update(out)
 
     def _status_text(self) -> Text:
         state = self.lapp.state
@@ -236,6 +269,7 @@ class LaunchScreen(ModalScreen[Path | None]):
         if table is not None:
             self._save(table)
             self.notify(f"saved [stages.{self.stage.name}] to llmctl.toml")
+            self.check_prerequisites(table)
 
     def action_defaults(self) -> None:
         for f in self.fields:
