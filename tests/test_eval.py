@@ -76,7 +76,8 @@ def test_eval_cli_uses_the_newest_checkpoint(ws):
 
 
 def test_sample_cli(ws):
-    args = ["sample", "sft", "--prompt", "What is 2 + 2?", "--chat", "-n", "5", "--seed", "1", "--json",
+    # --no-math: the plain chat turn (a math question gets the training instruction by default)
+    args = ["sample", "sft", "--prompt", "What is 2 + 2?", "--chat", "--no-math", "-n", "5", "--seed", "1", "--json",
             "--num-samples", "2", "--workspace", str(ws.root)]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
