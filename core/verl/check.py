@@ -146,6 +146,15 @@ def row_backend(data_source: str, ground_truth: Any) -> str:
     return bootcamp_backend(data_source[len(BOOTCAMP_PREFIX):], identity)
 
 
+def _scored_as(c: SourceCheck, score: float, expected: float, kind: str, misses: int) -> int:
+    """1 when ``score`` is ``expected``; else 0, noting the first three misses of this kind."""
+    if score == expected:
+        return 1
+    if misses <= 3:
+        c.problems.append(f"row {c.rows}: a {kind} answer scored {score}")
+    return 0
+
+
 def check_sources(rows: Iterable[tuple[str, Any]], *, rows_per_source: int = 20,
                   reward_kwargs: dict[str, Any] | None = None) -> list[SourceCheck]:
     """Check every data_source seen in ``rows`` (see the module doc)."""
@@ -182,18 +191,12 @@ def check_sources(rows: Iterable[tuple[str, Any]], *, rows_per_source: int = 20,
         c.scored += 1
         if good is not None:
             c.correct_built += 1
-            s = compute_score(ds, good, gt, {}, **kw)
-            if s == 1.0:
-                c.correct_ok += 1
-            elif c.correct_built - c.correct_ok <= 3:
-                c.problems.append(f"row {c.rows}: a correct answer scored {s}")
+            c.correct_ok += _scored_as(c, compute_score(ds, good, gt, {}, **kw), 1.0, "correct",
+                                       c.correct_built - c.correct_ok)
         if bad is not None:
             c.wrong_built += 1
-            s = compute_score(ds, bad, gt, {}, **kw)
-            if s == 0.0:
-                c.wrong_ok += 1
-            elif c.wrong_built - c.wrong_ok <= 3:
-                c.problems.append(f"row {c.rows}: a wrong answer scored {s}")
+            c.wrong_ok += _scored_as(c, compute_score(ds, bad, gt, {}, **kw), 0.0, "wrong",
+                                     c.wrong_built - c.wrong_ok)
     for c in checks.values():
         if c.ok and c.scored and not c.correct_built and not c.wrong_built:
             c.notes.append("unchecked: no test answers can be built for this source")
