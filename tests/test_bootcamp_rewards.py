@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from llmctl.core.rewards import bootcamp
-from llmctl.core.rewards.bootcamp import pyexpr, scan
+from llmctl.core.rewards import bootcamp, scan
+from llmctl.core.rewards.bootcamp import pyexpr
 from llmctl.core.rewards.bootcamp.cipher import levenshtein
 from llmctl.core.verl_reward import compute_score, reset_reward_warnings, reward_warnings
 

@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+from llmctl.core.rewards.scan import brace_close
+
 MAX_TAIL_CHARS = 10_000
 MAX_ANSWER_CHARS = 1_000
 MAX_NUMBER_DIGITS = 100
@@ -51,21 +53,13 @@ class ScoreResult:
 
 # ---- extraction --------------------------------------------------------------------------------
 
-_BRACE = re.compile(r"[{}]")
 _BOX_MARKERS = ("\\boxed", "\\fbox")
 
 
 def _match_brace(text: str, open_pos: int) -> int | None:
     """Index of the ``}`` closing the ``{`` at ``open_pos``, or None (one linear scan)."""
-    depth = 0
-    for m in _BRACE.finditer(text, open_pos):
-        if m.group() == "{":
-            depth += 1
-        else:
-            depth -= 1
-            if depth == 0:
-                return m.start()
-    return None
+    close = brace_close(text, open_pos)
+    return None if close < 0 else close
 
 
 def _last_boxed(text: str) -> tuple[int, str] | None:

@@ -20,8 +20,8 @@ import json
 from typing import Any
 
 from llmctl.core.rewards.bootcamp import arc_tasks, arc_tasks2
-from llmctl.core.rewards.bootcamp.scan import all_nested_brackets
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
+from llmctl.core.rewards.scan import all_nested_brackets
 
 Grid = tuple[tuple[int, ...], ...]
 

@@ -6,8 +6,8 @@ answer; right when the letter's index equals ``identity["answer"]``.
 
 from __future__ import annotations
 
-from llmctl.core.rewards.bootcamp.scan import last_between
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
+from llmctl.core.rewards.scan import last_between
 
 LETTERS = "ABCDE"
 

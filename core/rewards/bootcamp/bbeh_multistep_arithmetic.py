@@ -6,8 +6,8 @@ digits and surrounding spaces are numbers, as upstream reads them; ``nan`` never
 
 from __future__ import annotations
 
-from llmctl.core.rewards.bootcamp.scan import last_between
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
+from llmctl.core.rewards.scan import last_between
 
 
 def extract(response: str) -> float | None:

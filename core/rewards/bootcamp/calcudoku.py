@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
-from llmctl.core.rewards.bootcamp.scan import last_between
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
+from llmctl.core.rewards.scan import last_between
 
 MAX_ROWS = 10_000
 

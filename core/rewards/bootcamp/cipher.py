@@ -13,8 +13,8 @@ two agree.
 
 from __future__ import annotations
 
-from llmctl.core.rewards.bootcamp.scan import last_fenced
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
+from llmctl.core.rewards.scan import last_fenced
 
 
 def extract(response: str) -> str | None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 
 from llmctl.core.rewards.bootcamp import pyexpr
-from llmctl.core.rewards.bootcamp.scan import brace_close
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
 from llmctl.core.rewards.bootcamp.solve24 import solve_numbers
+from llmctl.core.rewards.scan import brace_close
 
 _DIGITS = re.compile(r"\d+")
 

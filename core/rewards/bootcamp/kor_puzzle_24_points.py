@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 
 from llmctl.core.rewards.bootcamp import pyexpr
-from llmctl.core.rewards.bootcamp.scan import last_between
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
 from llmctl.core.rewards.bootcamp.solve24 import solve_numbers
+from llmctl.core.rewards.scan import last_between
 
 _WORD_NUMBER = re.compile(r"\b\d+\b")
 

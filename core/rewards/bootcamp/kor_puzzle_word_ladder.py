@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from llmctl.core.rewards.bootcamp.scan import last_double_bracket_digits
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
+from llmctl.core.rewards.scan import last_double_bracket_digits
 
 
 def extract(response: str) -> int | None:

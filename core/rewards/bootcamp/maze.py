@@ -13,8 +13,8 @@ from collections import deque
 from typing import Any
 
 from llmctl.core.rewards.bootcamp import literal
-from llmctl.core.rewards.bootcamp.scan import last_fenced
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
+from llmctl.core.rewards.scan import last_fenced
 
 MAX_BLOCK_CHARS = 100_000
 

@@ -12,8 +12,8 @@ import ast
 from typing import Any
 
 from llmctl.core.rewards.bootcamp import literal
-from llmctl.core.rewards.bootcamp.scan import last_between
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
+from llmctl.core.rewards.scan import last_between
 
 MAX_BLOCK_CHARS = 100_000
 

@@ -7,8 +7,8 @@ skipped. Right when the grid is ``size``×``size``, keeps every clue, and every 
 
 from __future__ import annotations
 
-from llmctl.core.rewards.bootcamp.scan import last_between
 from llmctl.core.rewards.bootcamp.score import BootcampTask, think_block
+from llmctl.core.rewards.scan import last_between
 
 MAX_CELLS = 10_000
 
