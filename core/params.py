@@ -341,6 +341,8 @@ class Rollout:
     eval_data: list[str] = param("Held-out prompt files (empty = hold out eval_prompts rows of train_data).", [])
     arithmetic_level: int = param("Keep only arithmetic rows of this level (0 = all).", 0)
     eval_prompts: int = param("Held-out prompts scored per evaluation (0 = no eval).", 64)
+    eval_samples: int = param("Samples per held-out prompt at the rollout temperature, for pass@1 and pass@k "
+                              "(0 = greedy accuracy only).", 8)
     train_prompts: int = param("Train on only the first N distinct prompts left after the hold-out (0 = all).", 0)
     prompts_per_step: int = param("Prompts per rollout batch (per process).", 16)
     num_generations: int = param("Completions sampled per prompt.", 8)
@@ -358,7 +360,7 @@ class Rollout:
     def validate(self) -> None:
         _at_least(self, 1, "prompts_per_step", "num_generations", "max_new_tokens", "max_prompt_length",
                   "micro_batch_size")
-        _at_least(self, 0, "arithmetic_level", "eval_prompts", "train_prompts", "top_k", "kl_coef")
+        _at_least(self, 0, "arithmetic_level", "eval_prompts", "eval_samples", "train_prompts", "top_k", "kl_coef")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0 for on-policy sampling")
         if not 0.0 < self.top_p <= 1.0:

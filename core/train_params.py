@@ -81,3 +81,15 @@ class EvalParams:
     arithmetic_data: str = param("Arithmetic prompts (generated when the file is missing).",
                                  "data/arithmetic_prompts.jsonl")
     chat: bool = param("Render questions through the chat template.", True)
+    samples: int = param("Samples per arithmetic question at --temperature, for pass@1 and pass@k beside greedy "
+                         "accuracy (0 = greedy only).", 0, ge=0, le=1024)
+    temperature: float = param("Sampling temperature of --samples (the RL rollout temperature).", 1.0)
+    arithmetic_heldout: int = param("Score the N arithmetic prompts a GRPO/PPO run with the same --seed and "
+                                    "--arithmetic-level holds out of arithmetic_data (0 = its first arithmetic_n "
+                                    "rows).", 0, ge=0)
+    baseline: str | None = param("A second checkpoint scored on the same arithmetic questions and shown before "
+                                 "this one (e.g. sft, the model before RL).", None)
+
+    def validate(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError("temperature must be > 0")

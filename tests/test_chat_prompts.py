@@ -88,15 +88,17 @@ def test_arithmetic_levels_are_exact_and_seeded():
         a, b = re.fullmatch(r"What is (\d) \+ (\d)\?", r["prompt"]).groups()
         assert int(r["gold"]) == int(a) + int(b)
     assert all(int(r["gold"]) >= 0 for r in generate_problems(300, 2, seed=0))
-    assert any("*" in r["prompt"] for r in generate_problems(100, 4, seed=0))
-    assert max(len(r["prompt"]) for r in generate_problems(100, 5, 0)) > max(len(r["prompt"]) for r in easy)
+    three = {r["prompt"] for r in generate_problems(3000, 3, seed=0)}
+    assert all(re.fullmatch(r"What is \d \+ \d \+ \d\?", q) for q in three) and len(three) > 900
+    assert any("*" in r["prompt"] for r in generate_problems(100, 5, seed=0))
+    assert max(len(r["prompt"]) for r in generate_problems(100, 6, 0)) > max(len(r["prompt"]) for r in easy)
     with pytest.raises(ValueError):
         generate_problems(3, 99, 0)
 
 
 def test_arithmetic_sft_examples_encode(tokenizer):
-    convs = arithmetic_sft_examples(30, 6, seed=1)
-    rows = generate_problems(30, 6, seed=1)
+    convs = arithmetic_sft_examples(30, 7, seed=1)
+    rows = generate_problems(30, 7, seed=1)
     for conv, row in zip(convs, rows, strict=True):
         assert conv[0] == question_messages(row["prompt"])[0]
         assert conv[1]["role"] == "assistant"

@@ -36,14 +36,14 @@ def _hf_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("rl") / "ws"
-    params = {"gsm8k": str(shared_data / "gsm8k"), "arithmetic_n": 40, "arithmetic_levels": [1, 2, 5]}
+    params = {"gsm8k": str(shared_data / "gsm8k"), "arithmetic_n": 40, "arithmetic_levels": [1, 2, 6]}
     ws = init_workspace(root)
     ws.config["stages"].setdefault(STAGE, {}).update(params)
     ws.save_config()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HOME", str(root.parent / "hf"))
         res = invoke(["prepare", "rl", "--workspace", str(root), "--gsm8k", params["gsm8k"], "--arithmetic-n", "40",
-                      "--arithmetic-levels", "1", "--arithmetic-levels", "2", "--arithmetic-levels", "5"], mp)
+                      "--arithmetic-levels", "1", "--arithmetic-levels", "2", "--arithmetic-levels", "6"], mp)
         assert res.exit_code == 0, res.output
         status = invoke(["status", "--json", "--workspace", str(root)], mp)
     data = root / "data"
@@ -61,7 +61,7 @@ def test_all_three_artifacts_ready(built):
     m = built["manifests"]
     assert m["rl_prompts_train.jsonl"]["counts"]["rows"] == 7473
     assert m["rl_prompts_test.jsonl"]["counts"]["rows"] == 1319
-    assert m["arithmetic_prompts.jsonl"]["counts"] == {"rows": 120, "level_1": 40, "level_2": 40, "level_5": 40}
+    assert m["arithmetic_prompts.jsonl"]["counts"] == {"rows": 120, "level_1": 40, "level_2": 40, "level_6": 40}
 
 
 def test_every_gold_cross_checked(built, shared_data):
@@ -89,7 +89,7 @@ def test_no_test_question_in_train(built):
 
 def test_arithmetic_rows(built):
     rows = built["arith"]
-    assert [r["level"] for r in rows] == [1] * 40 + [2] * 40 + [5] * 40
+    assert [r["level"] for r in rows] == [1] * 40 + [2] * 40 + [6] * 40
     for r in rows:
         assert r["data_source"] == "llmctl/arithmetic"
         expr = re.fullmatch(r"What is (.*)\?", r["prompt"]).group(1)

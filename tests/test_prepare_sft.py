@@ -245,7 +245,7 @@ def test_small_rows_truncate_and_sample(workspace, shared_data, monkeypatch):
     res = invoke(["prepare", "sft", "--workspace", str(workspace.root), "--alpaca", src["alpaca"],
                   "--dolly", src["dolly"], "--gsm8k", src["gsm8k"], "--max-examples", "40",
                   "--seq-len", "128", "--include-arithmetic", "12", "--arithmetic-levels", "1",
-                  "--arithmetic-levels", "6"], monkeypatch)
+                  "--arithmetic-levels", "7"], monkeypatch)
     assert res.exit_code == 0, res.output
     m = json.loads(workspace.path("data/sft_packed.h5.manifest.json").read_text())
     c = m["counts"]

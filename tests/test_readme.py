@@ -197,14 +197,23 @@ def test_demo_figures_line_comes_from_the_measured_file(tmp_path):
     shutil.copy(REPO / "README.md", repo / "README.md")
     ws = tmp_path / "demo-ws"
     ws.mkdir()
-    new = demo_figures.measured(406.4, {"reward": (0.5734, 0.7951), "eval/accuracy": (0.62, 0.5)}, grpo_steps=32,
-                                fast=False, load_before=7.5)
-    (ws / demo_figures.FILE).write_text(json.dumps(new))
-    line = demo_figures.update(ws, repo)
-    assert line.startswith("Measured: 406 s on a ") and "load average 7.5 → " in line
-    assert "GRPO mean reward 0.57 → 0.80 (first vs last quarter of 32 steps)" in line
+    def table(greedy: float, pass1: float) -> dict:
+        return {"n": 128, "k": 8, "temperature": 1.0, "all": {"greedy": greedy, "pass@1": pass1}, "levels": {}}
+
+    new = []
+    for seed, ws in enumerate((tmp_path / "ws0", tmp_path / "ws1")):
+        ws.mkdir()
+        held = {"before": table(0.39, 0.34 + seed / 100), "after": table(0.7, 0.58)}
+        new.append(demo_figures.measured(146.4 + seed, {"reward": (0.5234, 0.7051)}, held, grpo_steps=16, fast=False,
+                                         load_before=0.5, seed=seed))
+        (ws / demo_figures.FILE).write_text(json.dumps(new[-1]))
+    line = demo_figures.update(tmp_path / "ws0", tmp_path / "ws1", repo=repo)
+    assert line.startswith("Measured over seeds 0, 1: 146/147 s on a ") and "load average 0.5–" in line
+    assert "GRPO mean reward 0.52 → 0.71, 0.52 → 0.71 (first vs last quarter of 16 steps)" in line
+    assert "held-out pass@1 (T=1, k=8, 128 prompts) 0.34 → 0.58, 0.35 → 0.58" in line
+    assert "held-out greedy accuracy 0.39 → 0.70, 0.39 → 0.70" in line
     assert demo_figures.readme_block((repo / "README.md").read_text()) == line
-    assert json.loads((repo / "benchmarks" / demo_figures.FILE).read_text()) == new
+    assert json.loads((repo / "benchmarks" / demo_figures.FILE).read_text()) == {"runs": new}
 
 
 def test_install_lines_say_what_torch_pulls_and_match_ci():

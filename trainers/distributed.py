@@ -86,6 +86,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return obj
 
 
+def gather_lists(items: list[Any]) -> list[Any]:
+    """Every process's ``items`` joined in rank order, on every process."""
+    if dist.is_available() and dist.is_initialized():
+        boxes: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(boxes, items)
+        return [x for box in boxes for x in box]
+    return items
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -17,17 +17,20 @@ from typing import Any
 
 import torch
 
+from llmctl.core import heldout
 from llmctl.core.artifacts import newest_checkpoint
 from llmctl.core.atomic import write_json
 from llmctl.core.metrics import MetricsWriter
 from llmctl.core.runs import METRICS_FILE, write_provenance
 from llmctl.core.train_params import EvalParams
+from llmctl.trainers import heldout as heldout_measure
 from llmctl.trainers.batches import fixed_token_batches
 from llmctl.trainers.checkpoint import find_checkpoint, load_model
 from llmctl.trainers.distributed import dist_env
 from llmctl.trainers.generate import generate
 from llmctl.trainers.loop import autocast, input_fingerprint, resolve_device, resolve_dtype
 from llmctl.trainers.pretrain import EVAL_SEED
+from llmctl.trainers.rollout import load_prompt_rows, split_eval
 
 STAGE = "eval"
 CANDIDATE_STAGES = ("grpo", "ppo", "dpo", "sft", "pretrain")
@@ -59,8 +62,14 @@ def read_jsonl(path: Path, n: int) -> list[dict[str, Any]]:
 
 
 def arithmetic_rows(ws: Any, params: EvalParams) -> tuple[list[dict[str, Any]], str]:
-    """Arithmetic questions from the prompts file (filtered by level), else freshly generated."""
+    """Arithmetic questions from the prompts file (filtered by level; with ``arithmetic_heldout``, the
+    prompts a GRPO/PPO run of the same seed holds out), else freshly generated."""
     path = ws.path(params.arithmetic_data)
+    if params.arithmetic_heldout:
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing (run `llmctl prepare rl`); --arithmetic-heldout needs it")
+        rows = load_prompt_rows([path], params.arithmetic_level)
+        return split_eval(rows, params.arithmetic_heldout, params.seed)[1], f"{path} (held out, seed {params.seed})"
     if path.exists():
         rows = [r for r in read_jsonl(path, 10**9) if not params.arithmetic_level
                 or int(r.get("level", 0)) == params.arithmetic_level]
@@ -106,6 +115,24 @@ def answer_questions(model: Any, tok: Any, rows: list[dict[str, Any]], params: E
                         "format": res.format, "stopped": bool(ids) and ids[-1] == tok.eot_id,
                         **({"level": r["level"]} if "level" in r else {})})
     return out
+
+
+def heldout_tables(ws: Any, model: Any, ckpt: Path, tok: Any, rows: list[dict[str, Any]], params: EvalParams,
+                   device: torch.device, dtype: torch.dtype) -> dict[str, dict[str, Any]]:
+    """The held-out table of the checkpoint on ``rows`` (``{"checkpoint": table}``), or, with a
+    ``baseline``, ``{"before": baseline's, "after": checkpoint's}`` on the same questions and seeds."""
+    def measure(m: Any) -> dict[str, Any]:
+        prompts = [encode_question(r["prompt"], tok, params.chat)[0] for r in rows]
+        outs = heldout_measure.measure(m, prompts, rows, tok, k=params.samples, temperature=params.temperature,
+                                       max_new_tokens=params.max_new_tokens, batch_size=params.batch_size,
+                                       dtype=dtype, seed=params.seed * 1_000_003)
+        return heldout.table(outs, params.samples, params.temperature)
+
+    if not params.baseline:
+        return {"checkpoint": measure(model)}
+    base = find_checkpoint(ws, params.baseline)
+    before = {"ckpt": str(base), **measure(load_model(base, device))}
+    return {"before": before, "after": {"ckpt": str(ckpt), **measure(model)}}
 
 
 def run(ws: Any, params: EvalParams, run_dir: Path) -> dict[str, Any]:
@@ -164,6 +191,12 @@ def run(ws: Any, params: EvalParams, run_dir: Path) -> dict[str, Any]:
         results[f"{task}_source"] = source
         examples += done
         print(f"eval: {task} accuracy {results[f'{task}_accuracy']:.3f} ({int(correct)}/{len(done)})", flush=True)
+        if task == "arithmetic" and (params.samples or params.baseline):
+            tables = results["heldout"] = heldout_tables(ws, model, ckpt, tok, rows, params, device, dtype)
+            lines = (heldout.change_lines(tables["before"], tables["after"]) if "before" in tables else
+                     [heldout.summary_line(tables["checkpoint"])])
+            for line in lines:
+                print(f"eval: {line}", flush=True)
 
     results.update(max_new_tokens=params.max_new_tokens, chat=params.chat, seconds=round(time.time() - t0, 2))
     write_provenance(run_dir, stage=STAGE, params=dataclasses.asdict(params), seed=params.seed, tokenizer=tok.describe(),

@@ -6,7 +6,9 @@ advantages are the rewards minus their group's mean, divided by the group's std 
 ``dr_grpo``); then ``num_iterations`` optimizer steps on the clipped-ratio objective with a k3
 KL penalty to the frozen reference (none kept when ``kl_coef`` is 0). Rollouts (all or a sample)
 go to ``samples.jsonl``; a step where every completion was truncated or every reward is zero is
-logged as a ``warning``. Held-out accuracy (greedy) is logged as ``eval/accuracy``.
+logged as a ``warning``. The held-out table (greedy accuracy as ``eval/accuracy``, pass@1 and
+pass@k at the rollout temperature, format, length, per level) is logged before the first step and
+at every evaluation, and kept before/after in the run's ``heldout.json``.
 """
 
 from __future__ import annotations
@@ -115,6 +117,6 @@ def run(ws: Workspace, params: GRPOParams, run_dir: Path) -> dict[str, Any]:
             progress=lambda row: (f"reward {row['reward']:.3f} kl {row['kl']:.4f} "
                                   f"len {row['completions/mean_length']:.1f}"),
             summary=lambda row, ev: {"reward": row.get("reward"), "eval_accuracy": ev.get("eval/accuracy")},
-            evaluate=(lambda: onpolicy.held_out_accuracy(s, gpt, held, tok)) if held else None,
-            eval_line=lambda ev: f"held-out accuracy {ev['eval/accuracy']:.3f}",
+            evaluate=(lambda: onpolicy.held_out_table(r, held, tok)) if held else None,
+            eval_line=onpolicy.held_out_line,
             eval_first=True))

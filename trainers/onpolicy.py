@@ -3,8 +3,8 @@
 A step of either algorithm is: :func:`sample_step` (this process's prompts x ``num_generations``
 seeded samples), scoring, the algorithm's advantages, :func:`policy_updates` (``epochs`` optimizer
 steps, each accumulating over the rollout's micro-batches), then :func:`finish_row` (averaged over
-processes, the degenerate-step warning, rows written to ``samples.jsonl``). Held-out accuracy is
-:func:`held_out_accuracy`.
+processes, the degenerate-step warning, rows written to ``samples.jsonl``). The held-out check is
+:func:`held_out_table`.
 """
 
 from __future__ import annotations
@@ -14,15 +14,18 @@ from typing import Any
 
 import torch
 
+from llmctl.core import heldout
+from llmctl.core.atomic import write_json
 from llmctl.trainers import distributed
+from llmctl.trainers import heldout as heldout_measure
 from llmctl.trainers.loop import Session
 from llmctl.trainers.rl_common import accumulating, mean_over_ranks
 from llmctl.trainers.rl_losses import gather_logprobs
 from llmctl.trainers.rl_trainer import Row, Run
 from llmctl.trainers.rollout import (
     Rollout,
-    evaluate_accuracy,
     micro_batches,
+    prompt_ids,
     rollout_stats,
     sample_records,
     sample_rollout,
@@ -103,15 +106,30 @@ def finish_row(r: Run, row: Row, ro: Rollout, warning: str | None, **per_row: Se
     return row
 
 
-def held_out_accuracy(s: Session, gpt: Any, held: list[dict[str, Any]], tok: Any) -> dict[str, float]:
-    """Greedy held-out accuracy over every process's share of ``held``."""
-    p = s.params
+def held_out_table(r: Run, held: list[dict[str, Any]], tok: Any) -> dict[str, float]:
+    """The held-out table of the policy now (greedy, and ``eval_samples`` samples per prompt at the
+    rollout temperature, the same seeds at every evaluation), over every process's share of ``held``.
+
+    Rank 0 keeps ``heldout.json`` in the run folder: the run's first table as ``before``, this one as
+    ``after``. Returns the table's metrics (:func:`llmctl.core.heldout.metrics`).
+    """
+    s, p = r.s, r.s.params
     mine = held[s.dist.rank::s.dist.world_size]
-    res = evaluate_accuracy(gpt, mine, tok, max_new_tokens=p.max_new_tokens, max_prompt_length=p.max_prompt_length,
-                            batch_size=max(8, p.micro_batch_size), dtype=generation_dtype(s)) if mine else {}
-    keys = ("eval/accuracy", "eval/format", "eval/mean_length")
-    t = torch.tensor([res.get(k, 0.0) * len(mine) for k in keys] + [float(len(mine))], device=s.device,
-                     dtype=torch.float64)
-    distributed.all_reduce_sum(t)
-    n = max(t[-1].item(), 1.0)
-    return {k: t[i].item() / n for i, k in enumerate(keys)}
+    prompts = [prompt_ids(row, tok, p.max_prompt_length) for row in mine]
+    outs = heldout_measure.measure(r.gpt, prompts, mine, tok, k=p.eval_samples, temperature=p.temperature,
+                                   max_new_tokens=p.max_new_tokens, batch_size=max(8, p.micro_batch_size),
+                                   dtype=generation_dtype(s), seed=p.seed * 1_000_003 + s.dist.rank)
+    tab = heldout.table(distributed.gather_lists(outs), p.eval_samples, p.temperature)
+    if s.is_main:
+        path = s.run_dir / heldout.FILE
+        now = {"step": r.step, **tab}
+        write_json(path, {"before": (heldout.read(path) or {}).get("before", now), "after": now})
+    return heldout.metrics(tab)
+
+
+def held_out_line(ev: dict[str, float]) -> str:
+    """The message after a held-out check."""
+    out = f"held-out greedy accuracy {ev['eval/accuracy']:.3f}"
+    if "eval/pass@1" in ev:
+        out += f", pass@1 {ev['eval/pass@1']:.3f}, pass@k {ev['eval/pass@k']:.3f}"
+    return out

@@ -197,7 +197,7 @@ def run(ws: Workspace, params: PPOParams, run_dir: Path) -> dict[str, Any]:
         def evaluate() -> dict[str, float]:
             if rm is not None:
                 return held_out_rm_reward(s, gpt, rm, held, tok)
-            return onpolicy.held_out_accuracy(s, gpt, held, tok)
+            return onpolicy.held_out_table(r, held, tok)
 
         return rl_trainer.train(r, rl_trainer.Loop(
             step=lambda: ppo_step(r, policy, rm, ref, rows, tok),
@@ -205,5 +205,5 @@ def run(ws: Workspace, params: PPOParams, run_dir: Path) -> dict[str, Any]:
                                   f"vloss {row['value_loss']:.4f}"),
             summary=lambda row, ev: {"reward": row.get("reward"), **{k.replace("/", "_"): v for k, v in ev.items()}},
             evaluate=evaluate if held else None,
-            eval_line=lambda ev: f"held-out {', '.join(f'{k} {v:.3f}' for k, v in ev.items())}",
+            eval_line=(lambda ev: f"held-out reward {ev['eval/reward']:.3f}") if rm is not None else onpolicy.held_out_line,
             eval_first=True))

@@ -272,25 +272,6 @@ def completion_logprobs(model: Any, rollout: Rollout, micro_batch_size: int, *, 
 # ---- evaluation and logging ------------------------------------------------------------------
 
 
-@torch.no_grad()
-def evaluate_accuracy(model: Any, rows: list[dict[str, Any]], tok: Any, *, max_new_tokens: int,
-                      max_prompt_length: int, batch_size: int = 32,
-                      dtype: torch.dtype | None = None) -> dict[str, float]:
-    """Greedy answers to held-out math rows: ``eval/accuracy``, ``eval/format``, ``eval/mean_length``."""
-    correct = fmt = length = 0.0
-    for b0 in range(0, len(rows), batch_size):
-        chunk = rows[b0:b0 + batch_size]
-        prompts = [prompt_ids(r, tok, max_prompt_length) for r in chunk]
-        outs = generate(model, prompts, max_new_tokens, temperature=0.0, dtype=dtype)
-        for r, ids in zip(chunk, outs, strict=True):
-            s = score(decode_completion(ids, tok), r["gold"])
-            correct += s.correct
-            fmt += s.format
-            length += len(ids)
-    n = max(1, len(rows))
-    return {"eval/accuracy": correct / n, "eval/format": fmt / n, "eval/mean_length": length / n}
-
-
 def rollout_stats(rollout: Rollout) -> dict[str, float]:
     """``completions/mean_length``, ``completions/clipped_ratio`` and min/max lengths."""
     lengths = rollout.lengths

@@ -1,11 +1,12 @@
 """The demo's measured figures, kept in one place: what ``llmctl demo`` measured, on which machine.
 
 ``llmctl demo`` writes ``demo_figures.json`` into its workspace at the end of a whole run (wall time,
-GRPO's reward and held-out trends, the machine and its load). The README's figures line is rendered
-from ``benchmarks/demo_figures.json``, a copy of one such file; after a new recipe or on a new
-machine, refresh both with::
+seed, GRPO's reward trend and its held-out table before and after, the machine and its load). The
+README's figures line is rendered from ``benchmarks/demo_figures.json``, which gathers such files of
+several seeds (``{"runs": [...]}``); after a new recipe or on a new machine, refresh both with::
 
-    python -m llmctl.core.cli.demo_figures demo-ws     # copies demo-ws/demo_figures.json, rewrites the README line
+    llmctl demo -w ws0 --seed 0; llmctl demo -w ws1 --seed 1; llmctl demo -w ws2 --seed 2
+    python -m llmctl.core.cli.demo_figures ws0 ws1 ws2     # gathers their files, rewrites the README line
 
 ``tests/test_readme.py`` holds the README's line to the file.
 """
@@ -45,30 +46,58 @@ def load() -> float | None:
         return None
 
 
-def measured(seconds: float, trends: dict[str, tuple[float, float]], *, grpo_steps: int | None, fast: bool,
-             load_before: float | None) -> dict[str, Any]:
+def measured(seconds: float, trends: dict[str, tuple[float, float]], held: dict[str, Any] | None = None, *,
+             grpo_steps: int | None, fast: bool, load_before: float | None, seed: int = 1337,
+             preset: str = "tiny") -> dict[str, Any]:
     """The figures of one whole demo run, with the machine, its load before and after, and the date."""
-    return {"seconds": round(seconds), "fast": fast, "grpo_steps": grpo_steps,
-            "reward": [round(x, 2) for x in trends["reward"]] if "reward" in trends else None,
-            "heldout_accuracy": [round(x, 2) for x in trends["eval/accuracy"]] if "eval/accuracy" in trends else None,
-            "machine": machine(), "load": [load_before, load()], "date": time.strftime("%Y-%m-%d")}
+    fig: dict[str, Any] = {
+        "seconds": round(seconds), "fast": fast, "seed": seed, "preset": preset, "grpo_steps": grpo_steps,
+        "reward": [round(x, 2) for x in trends["reward"]] if "reward" in trends else None,
+        "heldout": None, "machine": machine(), "load": [load_before, load()], "date": time.strftime("%Y-%m-%d")}
+    if held:
+        b, a = held["before"], held["after"]
+        fig["heldout"] = {"n": a["n"], "k": a["k"], "temperature": a["temperature"],
+                          "accuracy": [round(b["all"]["greedy"], 2), round(a["all"]["greedy"], 2)]}
+        if "pass@1" in a["all"] and "pass@1" in b["all"]:
+            fig["heldout"]["pass@1"] = [round(b["all"]["pass@1"], 2), round(a["all"]["pass@1"], 2)]
+    return fig
 
 
-def figures_line(fig: dict[str, Any]) -> str:
-    """The README's line for ``fig``."""
-    lo = fig.get("load") or [None, None]
-    if isinstance(lo[0], str):  # words for the load ("quiet machine") where no figure was kept
-        busy = f" ({lo[0]})"
+def _where(runs: list[dict[str, Any]]) -> str:
+    loads = [r.get("load") or [None, None] for r in runs]
+    if any(isinstance(lo[0], str) for lo in loads):  # words ("quiet machine") where no figure was kept
+        busy = f" ({loads[0][0]})"
     else:
-        busy = f", load average {lo[0]} → {lo[1]}" if None not in lo else ""
-    where = f"{fig['machine']}{busy}, {fig['date']}"
-    out = f"Measured{' (--fast)' if fig.get('fast') else ''}: {fig['seconds']} s on a {where}"
-    if fig.get("reward"):
-        steps = f" of {fig['grpo_steps']} steps" if fig.get("grpo_steps") else ""
-        out += f"; GRPO mean reward {fig['reward'][0]:.2f} → {fig['reward'][1]:.2f} (first vs last quarter{steps})"
-    if fig.get("heldout_accuracy"):
-        a, b = fig["heldout_accuracy"]
-        out += f"; held-out greedy accuracy {a:.2f} → {b:.2f}"
+        figures = [x for lo in loads for x in lo if x is not None]
+        busy = f", load average {min(figures)}–{max(figures)}" if len(runs) > 1 and figures else (
+            f", load average {loads[0][0]} → {loads[0][1]}" if None not in loads[0] else "")
+    return f"{runs[0]['machine']}{busy}, {runs[-1]['date']}"
+
+
+def _pair(xs: list[float]) -> str:
+    return f"{xs[0]:.2f} → {xs[1]:.2f}"
+
+
+def figures_line(data: dict[str, Any]) -> str:
+    """The README's line for one run's figures, or for ``{"runs": [...]}`` (one clause per seed)."""
+    runs = data["runs"] if "runs" in data else [data]
+    first = runs[0]
+    secs = "/".join(str(r["seconds"]) for r in runs)
+    seeds = f" over seeds {', '.join(str(r.get('seed')) for r in runs)}" if len(runs) > 1 else ""
+    out = f"Measured{' (--fast)' if first.get('fast') else ''}{seeds}: {secs} s on a {_where(runs)}"
+    if first.get("reward"):
+        steps = f" of {first['grpo_steps']} steps" if first.get("grpo_steps") else ""
+        out += (f"; GRPO mean reward {', '.join(_pair(r['reward']) for r in runs if r.get('reward'))} "
+                f"(first vs last quarter{steps})")
+    held = [r["heldout"] for r in runs if r.get("heldout")]
+    if held:
+        h = held[0]
+        if all("pass@1" in x for x in held):
+            out += (f"; held-out pass@1 (T={h['temperature']:g}, k={h['k']}, {h['n']} prompts) "
+                    f"{', '.join(_pair(x['pass@1']) for x in held)}")
+        out += f"; held-out greedy accuracy {', '.join(_pair(x['accuracy']) for x in held)}"
+    elif first.get("heldout_accuracy"):
+        out += f"; held-out greedy accuracy {_pair(first['heldout_accuracy'])}"
     return out + "."
 
 
@@ -79,9 +108,10 @@ def readme_block(text: str) -> str | None:
     return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
 
 
-def update(workspace: Path, repo: Path = REPO) -> str:
-    """Copy ``workspace/demo_figures.json`` to ``benchmarks/`` and rewrite the README's line."""
-    fig = json.loads((workspace / FILE).read_text(encoding="utf-8"))
+def update(*workspaces: Path, repo: Path = REPO) -> str:
+    """Gather the ``demo_figures.json`` of ``workspaces`` (one demo run each, e.g. one per seed)
+    into ``benchmarks/`` and rewrite the README's line."""
+    fig = {"runs": [json.loads((Path(w) / FILE).read_text(encoding="utf-8")) for w in workspaces]}
     (repo / "benchmarks" / FILE).write_text(json.dumps(fig, indent=2) + "\n", encoding="utf-8")
     readme = repo / "README.md"
     text = readme.read_text(encoding="utf-8")
@@ -94,4 +124,4 @@ def update(workspace: Path, repo: Path = REPO) -> str:
 
 
 if __name__ == "__main__":
-    print(update(Path(sys.argv[1] if len(sys.argv) > 1 else "demo-ws")))
+    print(update(*(Path(a) for a in (sys.argv[1:] or ["demo-ws"]))))

@@ -33,13 +33,17 @@ def demo(workspace: Optional[Path] = WorkspaceOpt,
          fast: bool = typer.Option(False, "--fast", help="Fewer steps (a smoke run)."),
          stop_after: str = typer.Option("eval", "--stop-after", metavar="STAGE",
                                         help="Stop after this stage: data, pretrain, sft, grpo or eval."),
+         seed: int = typer.Option(1337, "--seed", help="Seed of every training stage and of the held-out split."),
+         preset: str = typer.Option("tiny", "--preset", help="Model preset of the first trained model (e.g. small "
+                                    "on a GPU, with --corpus)."),
          ) -> None:
     """An offline end-to-end pipeline: arithmetic SFT then GRPO on the tiny model (a few minutes)."""
     if stop_after not in demo_mod.STOP_POINTS:
         raise fail(f"demo: --stop-after must be one of {', '.join(demo_mod.STOP_POINTS)}, got {stop_after!r}")
     ws = open_workspace(workspace, create=True)
     if detach:
-        args = ["demo", "--workspace", str(ws.root), "--stop-after", stop_after] + (["--fast"] if fast else [])
+        args = ["demo", "--workspace", str(ws.root), "--stop-after", stop_after, "--seed", str(seed),
+                "--preset", preset] + (["--fast"] if fast else [])
         for c in corpus or []:
             args += ["--corpus", c]
         run_dir = jobs.start_job(ws.runs_dir, "demo", jobs.cli_argv(*args),
@@ -47,7 +51,8 @@ def demo(workspace: Optional[Path] = WorkspaceOpt,
         typer.echo(f"started the demo as a job: {run_dir}")
         return
     try:
-        demo_mod.run_demo(ws, corpus=list(corpus or []), fast=fast, stop_after=stop_after, echo=typer.echo)
+        demo_mod.run_demo(ws, corpus=list(corpus or []), fast=fast, stop_after=stop_after, seed=seed, preset=preset,
+                          echo=typer.echo)
     except Exception as e:  # noqa: BLE001 - one clear line, details with LLMCTL_DEBUG
         if os.environ.get("LLMCTL_DEBUG"):
             raise

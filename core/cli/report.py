@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmctl.core import atomic
+from llmctl.core import atomic, heldout
 from llmctl.core.artifacts import artifact_fingerprint
-from llmctl.core.cli.svg_chart import line_chart
+from llmctl.core.cli.svg_chart import bar_chart, line_chart
 from llmctl.core.jobs import list_jobs
 from llmctl.core.metrics import iter_series, load_metrics
 from llmctl.core.render import human_age, human_bytes
@@ -126,6 +126,14 @@ def build_report(ws: Workspace, out: Path | None = None, *, fmt: str = "md") -> 
                 name = f"{_slug(r.stage)}-{_slug(r.run_id)}-{_slug(title)}.svg"
                 charts[name] = line_chart(series, title=f"{r.stage} {r.run_id}: {title}")
                 lines += [f"![{title}]({assets.name}/{name})", ""]
+        held = heldout.read(r.path / heldout.FILE)
+        if held:
+            b, a = held["before"], held["after"]
+            lines += [f"Held-out prompts never trained on, before step {b.get('step', 0) + 1} and after step "
+                      f"{a.get('step', '?')}:", "", *heldout.markdown({"before": b, "after": a}), ""]
+            name = f"{_slug(r.stage)}-{_slug(r.run_id)}-heldout.svg"
+            charts[name] = bar_chart(heldout.chart_groups(b, a), title=f"{r.stage} {r.run_id}: held-out, before/after")
+            lines += [f"![held-out before/after]({assets.name}/{name})", ""]
         res = r.path / "results.json"
         if res.exists():
             try:
@@ -140,6 +148,8 @@ def build_report(ws: Workspace, out: Path | None = None, *, fmt: str = "md") -> 
         nums = {k: v for k, v in res.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         lines.append(f"- **{r.run_id}** ({res.get('ckpt', '?')}): "
                      + ", ".join(f"{k} = {v:.4g}" for k, v in nums.items()))
+        if isinstance(res.get("heldout"), dict) and res["heldout"]:
+            lines += ["", *heldout.markdown(res["heldout"]), ""]
     lines.append("")
     text = "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""Small dependency-free SVG line charts (for the workspace report)."""
+"""Small dependency-free SVG line and bar charts (for the workspace report)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,48 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def _frame(width: int, height: int, title: str, box: tuple[int, int, int, int]) -> list[str]:
+    x, y, w, h = box
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+            f'<rect width="{width}" height="{height}" fill="white"/>',
+            f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>',
+            f'<rect x="{x}" y="{y}" width="{w}" height="{h}" fill="none" stroke="#999"/>']
+
+
+def bar_chart(groups: dict[str, dict[str, float]], *, title: str = "", top: float = 1.0, width: int = 640,
+              height: int = 300) -> str:
+    """An SVG document of grouped bars from 0 to ``top``: one group per key of ``groups`` (e.g. a
+    metric), one bar per inner key (e.g. ``before``/``after``) with its value written above it."""
+    pad_l, pad_r, pad_t, pad_b = 40, 16, 28, 40
+    pw, ph = width - pad_l - pad_r, height - pad_t - pad_b
+    names = list(dict.fromkeys(k for g in groups.values() for k in g))
+    parts = _frame(width, height, title, (pad_l, pad_t, pw, ph))
+    for t in _ticks(0.0, top):
+        y = pad_t + (1 - t / top) * ph
+        parts.append(f'<text x="{pad_l - 4}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
+    slot = pw / max(1, len(groups))
+    bw = slot * 0.7 / max(1, len(names))
+    for gi, (group, vals) in enumerate(groups.items()):
+        gx = pad_l + gi * slot + slot * 0.15
+        for i, name in enumerate(names):
+            if name not in vals:
+                continue
+            v = min(max(vals[name], 0.0), top)
+            x, h = gx + i * bw, v / top * ph
+            parts.append(f'<rect x="{x:.1f}" y="{pad_t + ph - h:.1f}" width="{bw * 0.9:.1f}" height="{h:.1f}" '
+                         f'fill="{PALETTE[i % len(PALETTE)]}"/>')
+            parts.append(f'<text x="{x + bw * 0.45:.1f}" y="{pad_t + ph - h - 3:.1f}" text-anchor="middle">'
+                         f'{vals[name]:.2f}</text>')
+        parts.append(f'<text x="{gx + slot * 0.35:.1f}" y="{pad_t + ph + 14}" text-anchor="middle">'
+                     f'{escape(group)}</text>')
+    for i, name in enumerate(names):
+        parts.append(f'<text x="{pad_l + 8}" y="{pad_t + 14 + 13 * i}" fill="{PALETTE[i % len(PALETTE)]}">'
+                     f'{escape(name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
 def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str = "", xlabel: str = "step",
                width: int = 640, height: int = 320) -> str:
     """An SVG document plotting each named series of (x, y) points."""
@@ -62,13 +104,7 @@ def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str = "",
     def sy(y: float) -> float:
         return pad_t + (1 - (y - y0) / (y1 - y0)) * ph
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>',
-        f'<rect x="{pad_l}" y="{pad_t}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
-    ]
+    parts = _frame(width, height, title, (pad_l, pad_t, pw, ph))
     for t in _ticks(y0, y1):
         y = sy(t)
         parts.append(f'<line x1="{pad_l}" x2="{pad_l + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')

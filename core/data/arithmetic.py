@@ -4,10 +4,12 @@ Levels (operand ranges inclusive; ``*`` takes its own ranges):
 
     1  a + b                 single digits (0-9): easy enough that a weak policy earns reward
     2  a + b, a - b          single digits, a >= b (no negative answers)
-    3  a + b, a - b          two digits (10-99), answers may be negative
-    4  + - on two digits, a * b with a two-digit a and a one-digit b
-    5  + - on three digits, a * b on two digits each
-    6  three terms of level 4, usual precedence (* before + and -)
+    3  a + b + c             single digits: 1,000 distinct questions, two carries to track, so a
+                             small model's sampled answers stay well below its greedy ones
+    4  a + b, a - b          two digits (10-99), answers may be negative
+    5  + - on two digits, a * b with a two-digit a and a one-digit b
+    6  + - on three digits, a * b on two digits each
+    7  three terms of level 5, usual precedence (* before + and -)
 
 Every row is ``{"prompt": "What is 7 + 5?", "gold": "12", "level": 1}``; the prompt is a raw
 question (the shared instruction is added by ``prompts.format_question`` where prompts are
@@ -36,10 +38,11 @@ class Level:
 LEVELS: dict[int, Level] = {
     1: Level("+", (0, 9)),
     2: Level("+-", (0, 9), non_negative=True),
-    3: Level("+-", (10, 99)),
-    4: Level("+-*", (10, 99), ((10, 99), (2, 9))),
-    5: Level("+-*", (100, 999), ((10, 99), (10, 99))),
-    6: Level("+-*", (10, 99), ((10, 99), (2, 9)), terms=3),
+    3: Level("+", (0, 9), terms=3),
+    4: Level("+-", (10, 99)),
+    5: Level("+-*", (10, 99), ((10, 99), (2, 9))),
+    6: Level("+-*", (100, 999), ((10, 99), (10, 99))),
+    7: Level("+-*", (10, 99), ((10, 99), (2, 9)), terms=3),
 }
 MAX_LEVEL = max(LEVELS)
 DATA_SOURCE = "llmctl/arithmetic"

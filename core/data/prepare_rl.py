@@ -44,7 +44,7 @@ class PrepareRLParams:
     gsm8k_test: str = param("Local GSM8K test file (overrides the folder/hub test split).", "")
     max_examples: int = param("At most this many GSM8K prompts per split, a seeded sample (0 = all).", 0)
     arithmetic_n: int = param("Arithmetic prompts per level.", 1000, ge=0, le=1_000_000)
-    arithmetic_levels: list[int] = param("Arithmetic levels to generate.", [1, 2, 3, 4, 5, 6])
+    arithmetic_levels: list[int] = param("Arithmetic levels to generate.", [1, 2, 3, 4, 5, 6, 7])
     seed: int = param("Seed for sampling and the arithmetic generator.", 1337)
     on_error: str = param("Bad records: fail, or skip (counted in the manifest).", "fail", run_only=True)
 

@@ -1,4 +1,5 @@
-"""Evaluation browser: eval runs (results.json) and their per-example files, example by example."""
+"""Evaluation browser: eval runs (results.json) and their per-example files, example by example,
+and the held-out tables of GRPO/PPO runs (before their first step and after their last) side by side."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from llmctl.core import heldout
 from llmctl.core.previews import cell, flatten_meta
 from llmctl.tui.widgets.preview_view import record_text
 
@@ -58,6 +60,28 @@ def eval_runs(runs_dir: Path) -> list[tuple[str, dict[str, Any], list[str]]]:
             files = sorted(str(p.relative_to(d)) for p in d.rglob("*.jsonl") if p.name != "metrics.jsonl"
                            and p.name != "samples.jsonl")
             out.append((d.name, data if isinstance(data, dict) else {"value": data}, files))
+    for stage in ("grpo", "ppo"):
+        base = runs_dir / stage
+        for d in sorted(base.iterdir(), reverse=True) if base.is_dir() else []:
+            held = heldout.read(d / heldout.FILE)
+            if held:
+                out.append((f"{stage}/{d.name}", {"heldout": {"before": held["before"], "after": held["after"]}}, []))
+    return out
+
+
+def results_text(data: dict[str, Any]) -> Text:
+    """An eval run's results: its held-out table(s) side by side (when it has them), then every value."""
+    out = Text()
+    tables = data.get("heldout")
+    if isinstance(tables, dict) and tables and all(isinstance(t, dict) and "all" in t for t in tables.values()):
+        rows = heldout.side_by_side(tables)
+        width = max(len(r[0]) for r in rows)
+        for i, r in enumerate(rows):
+            out.append(r[0].ljust(width) + "  " + "  ".join(c.rjust(8) for c in r[1:]) + "\n",
+                       style="bold" if i == 0 else "")
+        out.append("\n")
+    rest = {k: v for k, v in data.items() if k != "heldout"}
+    out.append("\n".join(f"{k}: {v}" for k, v in flatten_meta(rest)) or ("" if tables else "empty results.json"))
     return out
 
 
@@ -121,7 +145,10 @@ class EvalScreen(Screen):
         t = self.query_one("#eval-runs", DataTable)
         t.clear()
         for rid, data, _ in runs:
-            nums = ", ".join(f"{k} {v}" for k, v in flatten_meta(data) if _is_num(v))[:60]
+            held = data.get("heldout") or {}
+            nums = (heldout.change_lines(held["before"], held["after"], ("pass@1",))[0][9:]
+                    if "before" in held and "pass@1" in held["before"].get("all", {}) else
+                    ", ".join(f"{k} {v}" for k, v in flatten_meta(data) if _is_num(v))[:60])
             t.add_row(rid, nums, key=rid)
         if not runs:
             self.query_one("#eval-status", Static).update(
@@ -133,8 +160,7 @@ class EvalScreen(Screen):
         if not 0 <= i < len(self.runs):
             return
         rid, data, files = self.runs[i]
-        self.query_one("#eval-results-text", Static).update(
-            Text("\n".join(f"{k}: {v}" for k, v in flatten_meta(data)) or "empty results.json"))
+        self.query_one("#eval-results-text", Static).update(results_text(data))
         ft = self.query_one("#eval-files", DataTable)
         ft.clear()
         for f in files:
@@ -148,7 +174,7 @@ class EvalScreen(Screen):
 
     @work(thread=True, exclusive=True, group="eval-examples", exit_on_error=False)
     def load_examples(self, rid: str, name: str) -> None:
-        path = self.app.runs_dir / "eval" / rid / name  # type: ignore[attr-defined]
+        path = self.app.runs_dir / (rid if "/" in rid else f"eval/{rid}") / name  # type: ignore[attr-defined]
         try:
             recs, total = load_examples(path)
         except OSError as e:
