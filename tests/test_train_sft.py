@@ -22,7 +22,7 @@ from llmctl.core.tokenizer import EOT_ID
 from llmctl.core.train_params import SFTParams
 from llmctl.trainers import sft
 from llmctl.trainers.batches import PackedRows, packed_batch
-from llmctl.trainers.checkpoint import save_checkpoint
+from llmctl.trainers.checkpoint import load_model, save_checkpoint
 from llmctl.trainers.loop import train_step
 from llmctl.trainers.model import GPT
 
@@ -145,3 +145,24 @@ def test_run_sft_with_a_short_context_on_long_rows_stays_finite(workspace, share
     rows = read_metrics(run_dir / "metrics.jsonl")
     losses = [r["train/loss"] for r in rows if "train/loss" in r] + [r["eval/loss"] for r in rows if "eval/loss" in r]
     assert len(losses) == 4 and all(math.isfinite(v) for v in losses), losses
+
+
+def test_a_step_without_answer_tokens_is_not_an_update(ws, monkeypatch):
+    """A whole step with no trained token (its only micro-batch all prompt) leaves the weights and
+    AdamW's momentum alone, logs no loss and counts the step in ``train/skipped_steps``."""
+    real = sft.sft_batches
+
+    def second_step_empty(*args, start_step: int = 0, **kw):
+        for i, b in enumerate(real(*args, start_step=start_step, **kw), start=start_step):
+            yield {**b, "loss_mask": torch.zeros_like(b["loss_mask"])} if i == 1 else b
+
+    monkeypatch.setattr(sft, "sft_batches", second_step_empty)
+    summary, run_dir = run_sft(ws, "skip", max_steps=3, save_every=1, keep_last=3)
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "lr" in r]
+    assert ["train/loss" in r for r in rows] == [True, False, True]
+    assert [r.get("train/skipped_steps") for r in rows] == [None, 1, 1]
+    assert summary["skipped_steps"] == 1 and math.isfinite(summary["train_loss"])
+    ckpts = {p.name: p for p in ready_checkpoints(ws.checkpoints_dir / "sft")}
+    w1, w2, w3 = (load_model(ckpts[f"step_{i}"], "cpu").state_dict() for i in (1, 2, 3))
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert not all(torch.equal(w2[k], w3[k]) for k in w2)
