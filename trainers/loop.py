@@ -15,8 +15,8 @@ The pieces (each usable alone, e.g. by the RL trainers):
   :func:`continue_metrics` carries a resumed run's metrics over, cut back to its step.
 
 :func:`fit` is the loop itself: optimizer and schedule, steps, NaN guard (and no update for a step
-without a target token), logging, evaluation,
-checkpoints (last N + best by eval loss), SIGTERM, exact resume. A batch is a dict of tensors ``x``, ``y`` and optionally ``loss_mask``,
+without a target token), logging, evaluation, checkpoints (last N + best by eval loss), SIGTERM,
+exact resume. A batch is a dict of tensors ``x``, ``y`` and optionally ``loss_mask``,
 ``position_ids``, ``doc_ids`` (the keyword arguments of :meth:`GPT.forward`).
 """
 
@@ -532,14 +532,17 @@ def _log_step(s: Session, thr: Throughput, step: int, loss: torch.Tensor, lr: fl
     if step % p.log_every == 0 or step == p.max_steps:
         loss_v, norm_v, empty, skipped = (float(x) for x in torch.stack(
             [loss, norm, guard.empty.float(), guard.skipped.float()]).tolist())
-        row: dict[str, Any] = {} if empty else {"train/loss": loss_v}
-        row.update({"lr": lr, **({} if empty else {"grad_norm": norm_v}), "tokens": tokens, **thr.read(s.device)})
+        if empty:
+            row: dict[str, Any] = {"lr": lr, "tokens": tokens}
+            info = f"no target token, update skipped lr {lr:.2e}"
+        else:
+            row = {"train/loss": loss_v, "lr": lr, "grad_norm": norm_v, "tokens": tokens}
+            info = f"loss {loss_v:.4f} lr {lr:.2e} gnorm {norm_v:.2f}"
+        row.update(thr.read(s.device))
         if skipped:
             row["train/skipped_steps"] = int(skipped)
         s.log(step, row)
-        info = "no target token: update skipped" if empty else f"loss {loss_v:.4f}"
-        info += f" lr {lr:.2e}" + ("" if empty else f" gnorm {norm_v:.2f}") + f" {row['tokens_per_s']:.0f} tok/s"
-        s.progress.update(step, info, line=True)
+        s.progress.update(step, f"{info} {row['tokens_per_s']:.0f} tok/s", line=True)
     else:
         s.progress.update(step)
 
