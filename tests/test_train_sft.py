@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -19,7 +22,8 @@ from llmctl.core.tokenizer import EOT_ID
 from llmctl.core.train_params import SFTParams
 from llmctl.trainers import sft
 from llmctl.trainers.batches import PackedRows, packed_batch
-from llmctl.trainers.checkpoint import save_checkpoint
+from llmctl.trainers.checkpoint import load_model, save_checkpoint
+from llmctl.trainers.loop import train_step
 from llmctl.trainers.model import GPT
 
 FAST = dict(preset="tiny", n_embd=64, block_size=128, batch_size=4, log_every=1, eval_rows=8, warmup_steps=2,
@@ -89,3 +93,76 @@ def test_short_sft_run_lowers_the_masked_loss(ws):
     first_train = next(r["train/loss"] for r in rows if "train/loss" in r)
     assert len(evals) == 2 and evals[-1] < evals[0]
     assert evals[-1] < first_train - 2.5, (first_train, evals)
+
+
+def test_empty_micro_batch_adds_nothing_to_the_step(tokenizer):
+    """The step's loss is the sum of trained-token losses over the number of trained tokens of all its
+    micro-batches: one with no trained token changes neither loss nor gradients (it was 0/0 = NaN)."""
+    torch.manual_seed(0)
+    model = GPT.from_preset("tiny", n_layer=1, n_embd=32, block_size=16)
+    s = SimpleNamespace(device=torch.device("cpu"), dist=SimpleNamespace(world_size=1), autocast=contextlib.nullcontext)
+    x, y = torch.randint(0, 1000, (2, 2, 16))
+    full = {"x": x, "y": y, "loss_mask": torch.rand(2, 16) < 0.5}
+    empty = {"x": y, "y": x, "loss_mask": torch.zeros(2, 16, dtype=torch.bool)}
+
+    def step(micro):
+        model.zero_grad(set_to_none=True)
+        loss, norm, n = train_step(s, model, micro)
+        return loss, norm, n, [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
+
+    ref_loss, ref_norm, ref_n, ref_grads = step([full])
+    for micro in ([full, empty], [empty, full]):
+        loss, norm, n, grads = step(micro)
+        assert math.isfinite(loss) and n == ref_n
+        assert torch.allclose(loss, ref_loss) and torch.allclose(norm, ref_norm)
+        for g, r in zip(grads, ref_grads, strict=True):
+            assert (g is None and r is None) or torch.allclose(g, r, atol=1e-7)
+    loss, norm, n, grads = step([empty, empty])  # a step with nothing to train: zero, not NaN
+    assert n == 0 and float(loss) == 0.0 and float(norm) == 0.0
+    assert model(x, y, loss_mask=empty["loss_mask"])[1].item() == 0.0
+
+
+def test_run_sft_with_a_short_context_on_long_rows_stays_finite(workspace, shared_data, monkeypatch):
+    """`run sft --context-length 64` on real 1024-token chat rows (issue #18): most rows start with 64 prompt
+    tokens and no answer token, which gave a NaN loss at the first step; now every loss is finite."""
+    from typer.testing import CliRunner
+
+    from llmctl.core.cli import app
+
+    monkeypatch.delenv("LLMCTL_RUN_DIR", raising=False)
+    runner, w = CliRunner(), ["-w", str(workspace.root)]
+    res = runner.invoke(app, ["prepare", "sft", *w, "--sources", "alpaca", "--sources", "dolly", "--sources", "gsm8k",
+                              "--alpaca", str(shared_data / "alpaca" / "alpaca_small.json"),
+                              "--dolly", str(shared_data / "dolly" / "databricks-dolly-15k.head49.jsonl"),
+                              "--gsm8k", str(shared_data / "gsm8k" / "train.jsonl"), "--max-examples", "40"])
+    assert res.exit_code == 0, res.output
+    monkeypatch.delenv("LLMCTL_RUN_DIR", raising=False)
+    res = runner.invoke(app, ["run", "sft", *w, "--preset", "tiny", "--max-steps", "3", "--batch-size", "2",
+                              "--context-length", "64", "--log-every", "1", "--eval-every", "3", "--save-every", "0",
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    (run_dir,) = (workspace.runs_dir / "sft").iterdir()
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    losses = [r["train/loss"] for r in rows if "train/loss" in r] + [r["eval/loss"] for r in rows if "eval/loss" in r]
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses), losses
+
+
+def test_a_step_without_answer_tokens_is_not_an_update(ws, monkeypatch):
+    """A whole step with no trained token (its only micro-batch all prompt) leaves the weights and
+    AdamW's momentum alone, logs no loss and counts the step in ``train/skipped_steps``."""
+    real = sft.sft_batches
+
+    def second_step_empty(*args, start_step: int = 0, **kw):
+        for i, b in enumerate(real(*args, start_step=start_step, **kw), start=start_step):
+            yield {**b, "loss_mask": torch.zeros_like(b["loss_mask"])} if i == 1 else b
+
+    monkeypatch.setattr(sft, "sft_batches", second_step_empty)
+    summary, run_dir = run_sft(ws, "skip", max_steps=3, save_every=1, keep_last=3)
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "lr" in r]
+    assert ["train/loss" in r for r in rows] == [True, False, True]
+    assert [r.get("train/skipped_steps") for r in rows] == [None, 1, 1]
+    assert summary["skipped_steps"] == 1 and math.isfinite(summary["train_loss"])
+    ckpts = {p.name: p for p in ready_checkpoints(ws.checkpoints_dir / "sft")}
+    w1, w2, w3 = (load_model(ckpts[f"step_{i}"], "cpu").state_dict() for i in (1, 2, 3))
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert not all(torch.equal(w2[k], w3[k]) for k in w2)

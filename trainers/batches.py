@@ -61,19 +61,24 @@ def restart_positions(example_ids: np.ndarray) -> np.ndarray:
     return cols - np.maximum.accumulate(starts, axis=-1)
 
 
+def trained_targets(loss_mask: np.ndarray, example_ids: np.ndarray) -> np.ndarray:
+    """Which targets of packed rows (B, L+1) are trained, (B, L): the target's ``loss_mask``, and
+    not where the target belongs to another example than its input (or to padding)."""
+    ex_in, ex_out = example_ids[:, :-1], example_ids[:, 1:]
+    return (loss_mask[:, 1:] != 0) & (ex_in == ex_out) & (ex_in >= 0)
+
+
 def packed_batch(tokens: np.ndarray, loss_mask: np.ndarray, example_ids: np.ndarray,
                  device: torch.device) -> Batch:
     """A training batch from packed rows (B, L+1): inputs ``[:-1]``, targets ``[1:]``.
 
-    The loss mask is that of the targets, and 0 wherever the target belongs to another example
-    than its input (or to padding); positions restart per example; ``doc_ids`` keep attention
-    inside each example.
+    The loss mask is :func:`trained_targets`; positions restart per example; ``doc_ids`` keep
+    attention inside each example.
     """
     x, y = tokens[:, :-1], tokens[:, 1:]
-    ex_in, ex_out = example_ids[:, :-1], example_ids[:, 1:]
-    m = (loss_mask[:, 1:] != 0) & (ex_in == ex_out) & (ex_in >= 0)
+    ex_in = example_ids[:, :-1]
     return {"x": _to_device(x, device), "y": _to_device(y, device),
-            "loss_mask": _to_device(m, device, np.bool_),
+            "loss_mask": _to_device(trained_targets(loss_mask, example_ids), device, np.bool_),
             "position_ids": _to_device(restart_positions(ex_in), device),
             "doc_ids": _to_device(ex_in, device)}
 
@@ -90,15 +95,27 @@ class PackedRows:
             self.n_rows, self.row_len = f["tokens"].shape
         self.length = min(length, self.row_len) if length else self.row_len
 
-    def read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """tokens, loss_mask, example_ids of ``rows`` (any order, repeats allowed)."""
+    def read(self, rows: np.ndarray,
+             names: tuple[str, ...] = ("tokens", "loss_mask", "example_ids")) -> tuple[np.ndarray, ...]:
+        """The datasets ``names`` (tokens, loss_mask, example_ids) of ``rows`` (any order, repeats allowed)."""
         import h5py
 
         rows = np.asarray(rows, dtype=np.int64)
         uniq, inv = np.unique(rows, return_inverse=True)
         with h5py.File(self.path, "r") as f:
-            out = tuple(f[name][uniq, : self.length][inv] for name in ("tokens", "loss_mask", "example_ids"))
-        return out  # type: ignore[return-value]
+            return tuple(f[name][uniq, : self.length][inv] for name in names)
+
+    def trained_rows(self, rows: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """Those of ``rows``, in order, with a trained target in their first ``length`` columns.
+
+        Rows cropped to a short window may hold prompt tokens only; training on them adds nothing.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        keep = [np.zeros(0, dtype=np.int64)]
+        for i in range(0, len(rows), chunk):
+            part = rows[i:i + chunk]
+            keep.append(part[trained_targets(*self.read(part, ("loss_mask", "example_ids"))).any(axis=1)])
+        return np.concatenate(keep)
 
 
 def sft_batches(rows: PackedRows, row_ids: np.ndarray, batch_size: int, seed: int, device: torch.device, *,

@@ -6,15 +6,17 @@ The pieces (each usable alone, e.g. by the RL trainers):
 * :class:`StopFlag`: SIGTERM (the app's cancel) / Ctrl-C ask the loop to checkpoint and stop;
 * :class:`Session`: one training process: device, DDP ranks, run folder, checkpoint folder,
   metrics (``metrics.jsonl`` + optional TensorBoard / W&B), provenance, progress display;
-* :func:`train_step`: gradient accumulation over micro-batches (DDP ``no_sync``), loss weighted
-  by target tokens, gradient norm and clipping; :func:`eval_loss` on held-out batches;
+* :func:`train_step`: gradient accumulation over micro-batches (DDP ``no_sync``), the loss summed
+  over the step's target tokens and divided by their count, gradient norm and clipping;
+  :func:`eval_loss` on held-out batches;
 * :class:`Throughput`: tokens/s and MFU against the GPU's dense bf16 peak;
 * :func:`find_start_checkpoint` / :func:`start_model`: the model to train: resumed, from
   ``--init`` / the newest checkpoint of the needed stage, or fresh from the preset;
   :func:`continue_metrics` carries a resumed run's metrics over, cut back to its step.
 
-:func:`fit` is the loop itself: optimizer and schedule, steps, NaN guard, logging, evaluation,
-checkpoints (last N + best by eval loss), SIGTERM, exact resume. A batch is a dict of tensors ``x``, ``y`` and optionally ``loss_mask``,
+:func:`fit` is the loop itself: optimizer and schedule, steps, NaN guard (and no update for a step
+without a target token), logging, evaluation, checkpoints (last N + best by eval loss), SIGTERM,
+exact resume. A batch is a dict of tensors ``x``, ``y`` and optionally ``loss_mask``,
 ``position_ids``, ``doc_ids`` (the keyword arguments of :meth:`GPT.forward`).
 """
 
@@ -366,13 +368,16 @@ def train_step(s: Session, model: nn.Module, micro_batches: list[Batch],
     """Accumulate gradients over ``micro_batches``; return ``(loss, grad_norm, target_tokens)`` as
     device tensors (nothing here waits for the GPU).
 
-    The loss is the mean cross-entropy over every target token of the step on every process
-    (micro-batches with more answer tokens weigh more), so 2 processes x B rows give the same
-    loss and gradients as 1 process x 2B rows. The optimizer is not stepped here; a non-finite
+    The loss is the sum of the cross-entropies of every target token of the step on every process
+    over their number (micro-batches with more answer tokens weigh more), so 2 processes x B rows
+    give the same loss and gradients as 1 process x 2B rows. A micro-batch without target tokens
+    (an SFT window of prompt only) adds nothing; a step without any gives loss and gradients 0 and
+    ``target_tokens`` 0, for the caller to skip. The optimizer is not stepped here; a non-finite
     loss is returned as is for the caller's guard. ``grad_norm`` is measured before clipping.
     """
     counts = torch.stack([_n_targets(b) for b in micro_batches]).float()
-    total = D.all_reduce_sum(counts.sum().clone()).clamp(min=1.0)
+    n_targets = D.all_reduce_sum(counts.sum().clone())
+    total = n_targets.clamp(min=1.0)
     world = s.dist.world_size
     loss_sum = torch.zeros((), device=s.device)
     for i, b in enumerate(micro_batches):
@@ -384,10 +389,10 @@ def train_step(s: Session, model: nn.Module, micro_batches: list[Batch],
                                 doc_ids=b.get("doc_ids"))
             weight = counts[i] / total
             (loss * weight * world).backward()
-        loss_sum += loss.detach().float() * counts[i]
+        loss_sum += loss.detach().float() * counts[i]  # the micro-batch's summed loss (its mean is 0 when empty)
     loss_mean = D.all_reduce_sum(loss_sum) / total
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
-    return loss_mean, norm.float(), total
+    return loss_mean, norm.float(), n_targets
 
 
 class FiniteGuard:
@@ -398,28 +403,42 @@ class FiniteGuard:
     on every update is skipped on the device (the weights stay those that produced the bad loss)
     until the host reads the flag at the next log / eval / save point and stops the run. Without a
     fused optimizer :meth:`update` reads the flag at once (the old per-step check).
+
+    A step with no target token (every SFT window of it prompt only) is not an update either:
+    :meth:`step` skips it (on the device with a fused optimizer) and ``skipped`` counts it.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
         self.bad = torch.zeros((), dtype=torch.bool, device=device)
         self.first = torch.zeros((), dtype=torch.long, device=device)  # first bad step (1-based), 0 = none
         self.values = torch.zeros(2, device=device)  # loss and norm of that step
+        self.empty = torch.zeros((), dtype=torch.bool, device=device)  # this step has no target token
+        self.skipped = torch.zeros((), dtype=torch.long, device=device)  # steps skipped for that so far
         self.optimizer = optimizer
         self.deferred = bool(optimizer.defaults.get("fused"))
         if self.deferred:
             optimizer.found_inf = self.bad.float()  # type: ignore[attr-defined]
 
-    def update(self, step: int, loss: torch.Tensor, norm: torch.Tensor) -> bool:
+    def update(self, step: int, loss: torch.Tensor, norm: torch.Tensor,
+               n_targets: torch.Tensor | None = None) -> bool:
         """Fold in step ``step``'s numbers; True when the host must check now (non-fused optimizer)."""
         now = ~(torch.isfinite(loss) & torch.isfinite(norm))
         fresh = now & ~self.bad
         self.first.copy_(torch.where(fresh, step, self.first))
         self.values.copy_(torch.where(fresh, torch.stack([loss.float(), norm.float()]), self.values))
         self.bad |= now
+        if n_targets is not None:
+            self.empty.copy_(n_targets == 0)
+            self.skipped += self.empty
         if self.deferred:
-            self.optimizer.found_inf.copy_(self.bad.float())  # type: ignore[attr-defined]
+            self.optimizer.found_inf.copy_((self.bad | self.empty).float())  # type: ignore[attr-defined]
             return False
         return True
+
+    def step(self) -> None:
+        """``optimizer.step()``, but not for a step without target tokens (fused: nor after a non-finite one)."""
+        if self.deferred or not bool(self.empty):
+            self.optimizer.step()
 
     def first_bad(self) -> tuple[int, float, float] | None:
         """``(step, loss, norm)`` of the first non-finite step, or None (reads the device)."""
@@ -502,18 +521,28 @@ def _start_fit(s: Session, raw: GPT, inputs: dict[str, Any], resume: dict[str, A
 
 
 def _log_step(s: Session, thr: Throughput, step: int, loss: torch.Tensor, lr: float, norm: torch.Tensor,
-              tokens: int) -> None:
+              tokens: int, guard: FiniteGuard) -> None:
     """:func:`fit`'s metrics row every ``log_every`` steps (and at the last), and the progress line.
 
     ``loss`` and ``norm`` are device tensors: they are read (one sync) only on the steps that log.
+    A step without target tokens logs no loss or norm; once any step was skipped for that, rows
+    carry ``train/skipped_steps`` (the count so far).
     """
     p = s.params
     if step % p.log_every == 0 or step == p.max_steps:
-        loss_v, norm_v = (float(x) for x in torch.stack([loss, norm]).tolist())
-        row = {"train/loss": loss_v, "lr": lr, "grad_norm": norm_v, "tokens": tokens, **thr.read(s.device)}
+        loss_v, norm_v, empty, skipped = (float(x) for x in torch.stack(
+            [loss, norm, guard.empty.float(), guard.skipped.float()]).tolist())
+        if empty:
+            row: dict[str, Any] = {"lr": lr, "tokens": tokens}
+            info = f"no target token, update skipped lr {lr:.2e}"
+        else:
+            row = {"train/loss": loss_v, "lr": lr, "grad_norm": norm_v, "tokens": tokens}
+            info = f"loss {loss_v:.4f} lr {lr:.2e} gnorm {norm_v:.2f}"
+        row.update(thr.read(s.device))
+        if skipped:
+            row["train/skipped_steps"] = int(skipped)
         s.log(step, row)
-        info = f"loss {loss_v:.4f} lr {lr:.2e} gnorm {norm_v:.2f} {row['tokens_per_s']:.0f} tok/s"
-        s.progress.update(step, info, line=True)
+        s.progress.update(step, f"{info} {row['tokens_per_s']:.0f} tok/s", line=True)
     else:
         s.progress.update(step)
 
@@ -543,12 +572,16 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
     last_path: Path | None = None
     last_saved = step if resume is not None else -1
     ev = float("nan")
+    guard = FiniteGuard(optimizer, s.device)
+    if resume is not None:
+        guard.skipped.fill_(int(resume["extra"].get("skipped_steps", 0)))
 
     def save(at: int, eval_value: float | None) -> Path | None:
         nonlocal last_path, last_saved
         if s.is_main:
             extra = {"tokens": tokens, "best_eval_loss": best, "grad_accum": p.grad_accum,
-                     "world_size": s.dist.world_size, "micro_step": at * p.grad_accum}
+                     "world_size": s.dist.world_size, "micro_step": at * p.grad_accum,
+                     "skipped_steps": int(guard.skipped)}
             counts = {"tokens": tokens, "eval_loss": eval_value if eval_value is not None and
                       math.isfinite(eval_value) else None}
             last_path = save_checkpoint(s.ckpt_dir, raw, optimizer, scheduler, at, extra, stage=s.stage,
@@ -559,7 +592,6 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
         D.barrier()
         return last_path
 
-    guard = FiniteGuard(optimizer, s.device)
     sched_states: dict[int, dict[str, Any]] = {}  # the schedule before each step since the last check
 
     def check_finite() -> None:
@@ -586,12 +618,12 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
             s.say(f"{s.stage}: stopped ({s.stop.requested or 'signal'}) at step {step}; checkpoint {path}")
             raise Cancelled(f"stopped at step {step}; checkpoint {path}")
         micro = [next(batches) for _ in range(p.grad_accum)]
-        loss_t, norm_t, _ = train_step(s, train_model, micro, p.grad_clip)
-        if guard.update(step + 1, loss_t, norm_t):
+        loss_t, norm_t, n_t = train_step(s, train_model, micro, p.grad_clip)
+        if guard.update(step + 1, loss_t, norm_t, n_t):
             check_finite()
         lr = scheduler.get_last_lr()[0]
         sched_states[step + 1] = scheduler.state_dict()
-        optimizer.step()  # fused: skipped on the device once the guard has seen a non-finite step
+        guard.step()  # no update without target tokens; fused: none once the guard has seen a non-finite step
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -602,7 +634,7 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
         do_save = (p.save_every and step % p.save_every == 0) or step == p.max_steps
         if step % p.log_every == 0 or step == p.max_steps or do_eval or do_save:
             check_finite()  # the one read of the device flag: before anything is logged or saved
-        _log_step(s, thr, step, loss_t, lr, norm_t, tokens)
+        _log_step(s, thr, step, loss_t, lr, norm_t, tokens, guard)
         ev = None
         if do_eval:
             ev = eval_loss(s, eval_model, eval_batches())
@@ -613,10 +645,14 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
         if do_save:
             save(step, ev)
             thr.t0 = time.perf_counter()
-    loss = float(loss_t) if loss_t is not None else float("nan")
+    loss = float(loss_t) if loss_t is not None and not bool(guard.empty) else float("nan")
+    skipped = int(guard.skipped)
     s.progress.close()
+    if skipped:
+        s.say(f"{s.stage}: {skipped} step(s) had no target token (no answer token in any window); "
+              "their updates were skipped")
     s.say(f"{s.stage}: done at step {step}, checkpoint {last_path}")
-    return {"step": step, "tokens": tokens, "train_loss": loss,
+    return {"step": step, "tokens": tokens, "train_loss": loss, "skipped_steps": skipped,
             "eval_loss": ev if ev is not None and math.isfinite(ev) else None,
             "best_eval_loss": best if math.isfinite(best) else None,
             "checkpoint": str(last_path) if last_path else None, "checkpoints": str(s.ckpt_dir)}

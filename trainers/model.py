@@ -234,8 +234,8 @@ class GPT(nn.Module):
                 kv_cache: KVCache | None = None, return_hidden: bool = False) -> Any:
         """Logits (B, T, vocab); with ``targets`` also the mean cross-entropy ``(logits, loss)``.
 
-        ``targets`` equal to -1 are ignored; with ``loss_mask`` (B, T) the loss averages only
-        where it is 1 (masked positions contribute exactly zero gradient), and only those
+        ``targets`` equal to -1 are ignored (the loss is 0 when all are); with ``loss_mask`` (B, T)
+        the loss averages only where it is 1 (masked positions contribute exactly zero gradient), and only those
         positions go through the output layer, so the logits returned are then (N, vocab) for
         the N trained positions in row-major order (the 50k-wide head dominates a small model's
         step; SFT trains on the answers only). ``return_hidden`` appends the final hidden states
@@ -272,7 +272,8 @@ class GPT(nn.Module):
 
 
 class _CrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy over targets != -1 whose backward reuses the forward's log-softmax buffer.
+    """Mean cross-entropy over targets != -1 (0 when there are none) whose backward reuses the
+    forward's log-softmax buffer.
 
     ``F.cross_entropy`` keeps the log-probs, then in backward allocates a zero-filled gradient for
     them and a second buffer for the logits' gradient: three (N, V) buffers besides the logits.
@@ -286,7 +287,7 @@ class _CrossEntropy(torch.autograd.Function):
         valid = targets != -1
         safe = targets.clamp(min=0)[:, None]
         n = valid.sum()
-        loss = -(logp.gather(1, safe).squeeze(1) * valid).sum() / n
+        loss = -(logp.gather(1, safe).squeeze(1) * valid).sum() / n.clamp(min=1)
         ctx.logp, ctx.in_dtype = logp, logits.dtype
         ctx.save_for_backward(safe, valid, n)
         return loss
@@ -303,12 +304,14 @@ class _CrossEntropy(torch.autograd.Function):
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``F.cross_entropy(logits.float(), targets, ignore_index=-1)`` for (N, V) logits, with less memory traffic.
+    """``F.cross_entropy(logits.float(), targets, ignore_index=-1)`` for (N, V) logits, with less memory traffic,
+    and 0 (not 0/0 = NaN) when every target is -1: an SFT window holding no answer token adds nothing.
 
-    Under ``torch.compile`` (which fuses the loss itself) this is ``F.cross_entropy``.
+    Under ``torch.compile`` (which fuses the loss itself) this is ``F.cross_entropy``'s sum over the count.
     """
     if torch.compiler.is_compiling():
-        return F.cross_entropy(logits.float(), targets, ignore_index=-1)
+        n = (targets != -1).sum().clamp(min=1)
+        return F.cross_entropy(logits.float(), targets, ignore_index=-1, reduction="sum") / n
     return _CrossEntropy.apply(logits, targets)
 
 

@@ -4,7 +4,9 @@ Rows of ``data/sft_packed.h5`` hold several examples each; the loss counts only 
 (``loss_mask``), positions restart at every example and attention stays inside it
 (``example_ids`` as ``doc_ids``). Starts from ``--init CKPT``, else the newest pretrain
 checkpoint, else (with a warning) a fresh model; ``--resume`` continues a stopped run exactly.
-The last ``eval_rows`` rows of the file are held out for eval loss.
+The last ``eval_rows`` rows of the file are held out for eval loss. A ``--context-length``
+shorter than the rows crops them to their start; rows whose start holds no answer token (only a
+prompt) are left out of training and eval, and the run says how many.
 """
 
 from __future__ import annotations
@@ -37,8 +39,16 @@ def run(ws: Any, params: SFTParams, run_dir: Path) -> dict[str, Any]:
         T = min(params.context_length or probe.row_len - 1, probe.row_len - 1, block)
         rows = PackedRows(data, T + 1)
         n_eval = min(params.eval_rows, rows.n_rows // 2)
-        train_ids = np.arange(rows.n_rows - n_eval)
-        eval_ids = np.arange(rows.n_rows - n_eval, rows.n_rows)
+        train_ids = rows.trained_rows(np.arange(rows.n_rows - n_eval))
+        eval_ids = rows.trained_rows(np.arange(rows.n_rows - n_eval, rows.n_rows))
+        n_eval, dropped = len(eval_ids), rows.n_rows - len(train_ids) - len(eval_ids)
+        if dropped:
+            s.say(f"{STAGE}: {dropped} of {rows.n_rows} rows have no answer token in their first {T + 1} tokens; "
+                  "left out" + (f" (prepare sft with --seq-len {T + 1} to pack rows this long)"
+                                if T + 1 < rows.row_len else ""))
+        if not len(train_ids):
+            raise ValueError(f"{data}: no training row has an answer token in its first {T + 1} tokens: use a "
+                             f"longer --context-length, or prepare sft with --seq-len {T + 1}")
         rank, world = s.dist.rank, s.dist.world_size
 
         def train_iter(micro_step: int):
