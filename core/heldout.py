@@ -109,6 +109,8 @@ def summary_line(tab: dict[str, Any]) -> str:
 def side_by_side(tables: dict[str, dict[str, Any]]) -> list[list[str]]:
     """Rows of a table with one column per named held-out table (e.g. ``before``, ``after``): the
     overall cells, then greedy accuracy and pass@1 per level when there is more than one level."""
+    order = {"before": 0, "after": 1}
+    tables = {k: tables[k] for k in sorted(tables, key=lambda k: order.get(k, 2))}
     first = next(iter(tables.values()))
     rows = [["held-out " + (f"({first['n']} prompts)"), *tables]]
     for c in CELLS:

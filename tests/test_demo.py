@@ -51,7 +51,9 @@ def test_fast_demo_runs_the_whole_pipeline_offline(tmp_path, tokenizer_file):
     out = _llmctl("demo", "--workspace", str(ws), "--fast", tokenizer_file=tokenizer_file, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "[5/5] evaluation" in out.stdout and "GRPO mean reward on its training prompts:" in out.stdout
-    assert "GRPO held-out accuracy" in out.stdout and "demo done in" in out.stdout
+    assert "GRPO on 32 held-out prompts it never trains on, before -> after:" in out.stdout
+    assert "held-out pass@1 (T=1, k=8): " in out.stdout and "held-out greedy accuracy: " in out.stdout
+    assert "eval: held-out (32 prompts): greedy accuracy " in out.stdout and "demo done in" in out.stdout
     status = _llmctl("status", "--workspace", str(ws), "--json", tokenizer_file=tokenizer_file)
     states = {a["name"]: a["state"] for a in json.loads(status.stdout)["artifacts"]}
     for name in ("arithmetic_prompts", "sft_packed", "ckpt_sft", "ckpt_grpo", "eval_results"):
@@ -61,6 +63,9 @@ def test_fast_demo_runs_the_whole_pipeline_offline(tmp_path, tokenizer_file):
     assert sum("reward" in r for r in rows) == 6  # --fast: six GRPO steps, each logged
     report = (ws / "report.md").read_text()
     assert "## Artifacts" in report and "## Runs" in report and "grpo" in report
+    assert "| held-out (32 prompts) | before | after |" in report and "-heldout.svg)" in report
+    fig = json.loads((ws / "demo_figures.json").read_text())
+    assert fig["heldout"]["n"] == 32 and len(fig["heldout"]["pass@1"]) == 2 and fig["seed"] == 1337
 
 
 def test_demo_refuses_an_unknown_stop_point(tmp_path, tokenizer_file):
@@ -79,6 +84,12 @@ def test_demo_plan_follows_the_pipeline(tmp_path, corpus):
     assert ("pretrain" in points) == bool(corpus)
     sft = next(st for st in full if st.point == "sft")
     assert ("--preset" in sft.words) != bool(corpus)  # SFT starts fresh only when nothing was pretrained
+    first = next(st for st in full if st.point in ("pretrain", "sft"))
+    assert first.words[first.words.index("--preset") + 1] == "tiny"
+    seeded = demo_steps(ws, corpus, fast=False, seed=3, preset="small")
+    assert all(st.words[st.words.index("--seed") + 1] == "3" for st in seeded if st.point != "data")
+    sft_words = next(st for st in seeded if "--preset" in st.words).words
+    assert sft_words[sft_words.index("--preset") + 1] == "small"
     assert [st.point for st in demo_steps(ws, corpus, fast=False, stop_after="sft")][-1] == "sft"
     with pytest.raises(ValueError, match="stop_after"):
         demo_steps(ws, corpus, fast=False, stop_after="nope")

@@ -1,5 +1,5 @@
 """GRPO: rollout layout and log-probs, headless CLI end to end, samples/warnings, exact resume,
-SIGTERM checkpoint, and (slow) the mean verifier reward rising after a short arithmetic SFT."""
+SIGTERM checkpoint, and (slow) on the demo's recipe: the training reward and the held-out pass@1 rising."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from rl_support import arithmetic_sft, fresh_model, rl_workspace, save_sft
+from rl_support import fresh_model, rl_workspace, save_sft
 
 from llmctl.core import jobs, runs
 from llmctl.core.metrics import read_metrics
@@ -192,41 +192,73 @@ def test_grpo_job_sigterm_writes_checkpoint(ws):
     assert "stopped (SIGTERM)" in (run_dir / "log.txt").read_text()
 
 
+# Margins the 3-seed spread of the demo recipe supports (benchmarks/RESULTS.md, "GRPO that generalizes":
+# held-out pass@1 rose by 0.24, 0.14 and 0.11 over seeds 0-2, greedy accuracy by 0.31, 0.11 and 0.03).
+PASS1_MARGIN = 0.08
+GREEDY_SLACK = 0.03
+REWARD_MARGIN = 0.03
+
+
+@pytest.fixture(scope="module")
+def demo_sft(tmp_path_factory):
+    """The demo's own SFT checkpoint (seed 0), made once by ``llmctl demo --stop-after sft``."""
+    from llmctl.core.cli.demo import run_demo
+    from llmctl.core.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("demo-sft"), create=True)
+    run_demo(ws, stop_after="sft", seed=0, echo=lambda _line: None)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def demo_grpo(demo_sft):
+    """The demo's GRPO stage on that checkpoint, as the demo runs it: (metric rows, heldout.json)."""
+    from llmctl.core import heldout
+    from llmctl.core.cli import demo
+
+    (grpo,) = [st for st in demo.demo_steps(demo_sft, [], fast=False, seed=0) if st.point == "grpo"]
+    demo._run(demo_sft, grpo.words, echo=lambda _line: None)
+    (run_dir,) = list((demo_sft.runs_dir / "grpo").iterdir())
+    return read_metrics(run_dir / "metrics.jsonl"), heldout.read(run_dir / heldout.FILE)
+
+
 @pytest.mark.slow
-def test_grpo_reward_rises_after_short_sft(workspace, shared_data):
-    """After a short SFT on arithmetic level 1, GRPO's mean verifier reward rises clearly.
-
-    50 SFT steps teach the tiny model the answer format in greedy decoding but sampled completions
-    (temperature 1) still mostly break it; GRPO's group-relative signal fixes that within a few
-    steps, so the reward (correct + 0.5 x format) rises. Correctness itself stays near chance for
-    a 2-layer, 64-wide model at this budget -- reported, not asserted.
-    """
-    from llmctl.trainers.grpo import run
-
-    ws = rl_workspace(workspace, shared_data)
-    arithmetic_sft(ws, steps=50)
-    params = GRPOParams(max_steps=12, prompts_per_step=8, num_generations=8, max_new_tokens=24,
-                        micro_batch_size=64, num_iterations=2, kl_coef=0.0, lr=3e-3, format_weight=0.5,
-                        eval_prompts=32, eval_every=0, save_every=0, log_every=1, progress=False,
-                        arithmetic_level=1, samples_per_step=8)
-    run_dir = runs.new_run_dir(ws.runs_dir, "grpo")
-    run(ws, params, run_dir)
-    rows = read_metrics(run_dir / "metrics.jsonl")
+def test_grpo_reward_rises_after_short_sft(demo_grpo):
+    """On the demo's recipe, GRPO's verifier reward on its training prompts rises: the share of
+    right answers goes up while the answer format (already learnt in SFT) stays."""
+    rows, _ = demo_grpo
     train = [r for r in rows if "reward" in r]
-    reward = [r["reward"] for r in train]
-    evals = [r["eval/accuracy"] for r in rows if "eval/accuracy" in r]
 
     def mean(key, part):
         return sum(r[key] for r in part) / len(part)
 
     first, last = train[:4], train[-4:]
     print(f"GRPO reward {mean('reward', first):.3f} -> {mean('reward', last):.3f}, "
-          f"format {mean('rewards/format', first):.3f} -> {mean('rewards/format', last):.3f}, "
           f"correct {mean('rewards/correct', first):.3f} -> {mean('rewards/correct', last):.3f}, "
-          f"held-out accuracy {evals[0]:.3f} -> {evals[-1]:.3f}")
-    # the format rate is what GRPO fixes here (0.105 -> 0.270 on a 2-core CPU); the reward follows
-    assert mean("rewards/format", last) > mean("rewards/format", first) + 0.1, [r["rewards/format"] for r in train]
-    assert mean("reward", last) > mean("reward", first) + 0.05, reward
+          f"format {mean('rewards/format', first):.3f} -> {mean('rewards/format', last):.3f}")
+    assert mean("rewards/correct", last) > mean("rewards/correct", first) + REWARD_MARGIN, \
+        [r["rewards/correct"] for r in train]
+    assert mean("rewards/format", last) > 0.95
+
+
+@pytest.mark.slow
+def test_grpo_raises_heldout_pass_at_1(demo_grpo):
+    """What RL should change on prompts it never trains on: pass@1 at the rollout temperature
+    (k = 8 samples each, 128 held-out level-3 prompts) rises, greedy accuracy does not fall."""
+    rows, held = demo_grpo
+    before, after = held["before"], held["after"]
+    print("\n".join(["", *heldout_lines(before, after)]))
+    assert (before["n"], before["k"], before["temperature"]) == (128, 8, 1.0)
+    assert before["step"] == 0 and after["step"] == 16
+    assert [r["eval/pass@1"] for r in rows if "eval/pass@1" in r] == [before["all"]["pass@1"], after["all"]["pass@1"]]
+    assert after["all"]["pass@1"] >= before["all"]["pass@1"] + PASS1_MARGIN
+    assert after["all"]["greedy"] >= before["all"]["greedy"] - GREEDY_SLACK
+
+
+def heldout_lines(before, after):
+    from llmctl.core import heldout
+
+    return [" | ".join(r) for r in heldout.side_by_side({"before": before, "after": after})]
 
 
 @pytest.mark.slow

@@ -39,8 +39,9 @@ class DemoStep:
 LEVELS = ("1", "2", "3")  # the arithmetic levels the demo prepares and fine-tunes on
 RL_LEVEL = "3"  # a + b + c: 1,000 questions, sampled accuracy well below greedy after SFT
 HELD_OUT = "128"  # level-3 prompts GRPO never trains on, scored before and after it
-SFT_STEPS, SFT_STEPS_FAST = "500", "120"
-GRPO_STEPS, GRPO_STEPS_FAST = "16", "4"
+SFT_STEPS, SFT_STEPS_FAST = "500", "60"
+GRPO_STEPS, GRPO_STEPS_FAST = "16", "6"
+HELD_OUT_FAST = "32"
 
 
 def _levels(flag: str) -> list[str]:
@@ -54,6 +55,7 @@ def demo_steps(ws: Workspace, corpus: list[str], fast: bool, stop_after: str = "
     if stop_after not in STOP_POINTS:
         raise ValueError(f"stop_after must be one of {', '.join(STOP_POINTS)}, got {stop_after!r}")
     sd = ["--seed", str(seed)]
+    held = HELD_OUT_FAST if fast else HELD_OUT
     steps = [
         DemoStep("data", "arithmetic prompts", ["prepare", "rl", "--gsm8k", "", "--arithmetic-n", "1000",
                                                 *_levels("--arithmetic-levels")]),
@@ -80,12 +82,12 @@ def demo_steps(ws: Workspace, corpus: list[str], fast: bool, stop_after: str = "
         "--save-every", "0"]))
     steps.append(DemoStep("grpo", "GRPO", [
         "run", "grpo", *sd, "--train-data", "data/arithmetic_prompts.jsonl", "--arithmetic-level", RL_LEVEL,
-        "--eval-prompts", HELD_OUT, "--eval-samples", "8", "--max-steps", GRPO_STEPS_FAST if fast else GRPO_STEPS,
+        "--eval-prompts", held, "--eval-samples", "8", "--max-steps", GRPO_STEPS_FAST if fast else GRPO_STEPS,
         "--prompts-per-step", "16", "--num-generations", "8", "--max-new-tokens", "32", "--lr", "5e-4",
         "--warmup-steps", "3", "--kl-coef", "0.2", "--num-iterations", "1", "--eval-every", "0",
         "--save-every", "0"]))
     steps.append(DemoStep("eval", "evaluation", [
-        "eval", *sd, "--gsm8k-n", "0", "--arithmetic-heldout", HELD_OUT, "--arithmetic-level", RL_LEVEL,
+        "eval", *sd, "--gsm8k-n", "0", "--arithmetic-heldout", held, "--arithmetic-level", RL_LEVEL,
         "--samples", "8", "--dev-batches", "0", "--max-new-tokens", "32", "--batch-size", "32"]))
     last = max(i for i, st in enumerate(steps) if STOP_POINTS.index(st.point) <= STOP_POINTS.index(stop_after))
     return steps[:last + 1]
