@@ -51,10 +51,10 @@ def t_97a05b5b(g: Grid) -> Grid:
 def _plug(box: list[list[int]], piece: Grid, bg: int, color: int) -> bool:
     """Put ``piece`` where it fits ``box`` (its color on background, its marks on ``color``)."""
     ph, pw = len(piece), len(piece[0])
+    need = [[bg if v == color else color for v in row] for row in piece]
     for r in range(len(box) - ph + 1):
         for c in range(len(box[0]) - pw + 1):
-            if all(box[r + i][c + j] == (bg if v == color else color)
-                   for i, row in enumerate(piece) for j, v in enumerate(row)):
+            if all(box[r + i][c:c + pw] == row for i, row in enumerate(need)):
                 for i, row in enumerate(piece):
                     box[r + i][c:c + pw] = [color if v == color else v for v in row]
                 return True
@@ -97,17 +97,23 @@ def t_6aa20dc0(g: Grid) -> Grid:
     h, w = len(g), len(g[0])
     out = [list(r) for r in g]
     used: set[tuple[int, int]] = set()
+    where: dict[int, list[tuple[int, int]]] = {}
+    for i, row in enumerate(g):
+        for j, v in enumerate(row):
+            where.setdefault(v, []).append((i, j))
     for k in range(min(h, w) // max(len(motif), len(motif[0])), 0, -1):
         for shape in dict.fromkeys(orientations(upscale(motif, k))):
             marks = [(i, j, v) for i, row in enumerate(shape) for j, v in enumerate(row) if v not in (bg, body)]
             fill = [(i, j) for i, row in enumerate(shape) for j, v in enumerate(row) if v == body]
-            for r in range(h - len(shape) + 1):
-                for c in range(w - len(shape[0]) + 1):
-                    if all(g[r + i][c + j] == v and (r + i, c + j) not in used for i, j, v in marks):
-                        used.update((r + i, c + j) for i, j, _ in marks)
-                        for i, j in fill:
-                            if g[r + i][c + j] == bg:
-                                out[r + i][c + j] = body
+            starts = [(a - marks[0][0], b - marks[0][1]) for a, b in where.get(marks[0][2], ())] if marks \
+                else [(r, c) for r in range(h) for c in range(w)]  # a copy starts where its first mark sits
+            for r, c in starts:
+                if 0 <= r <= h - len(shape) and 0 <= c <= w - len(shape[0]) \
+                        and all(g[r + i][c + j] == v and (r + i, c + j) not in used for i, j, v in marks):
+                    used.update((r + i, c + j) for i, j, _ in marks)
+                    for i, j in fill:
+                        if g[r + i][c + j] == bg:
+                            out[r + i][c + j] = body
     return as_grid(out)
 
 
