@@ -362,6 +362,8 @@ def t_447fd412(g: Grid) -> Grid:
     template's other cells scaled the same, painted around it over the background."""
     bg = most(g)
     parts = objects(g, bg)
+    if not parts:
+        return g
     template = max(parts, key=lambda c: (len({g[i][j] for i, j in c}), len(c)))
     inside = set(template)
     outside = Counter(v for i, row in enumerate(g) for j, v in enumerate(row) if v != bg and (i, j) not in inside)
