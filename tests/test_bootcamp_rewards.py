@@ -14,6 +14,7 @@ import pytest
 
 from llmctl.core.rewards import bootcamp, scan
 from llmctl.core.rewards.bootcamp import pyexpr
+from llmctl.core.rewards.bootcamp.arc import TRANSFORMS, as_tuples
 from llmctl.core.rewards.bootcamp.cipher import levenshtein
 from llmctl.core.verl_reward import compute_score, reset_reward_warnings, reward_warnings
 
@@ -100,7 +101,7 @@ def test_real_rows_right_and_wrong(shared_data, name):
     rows = _read(shared_data / "internbootcamp" / TASK_FILES[name])
     task = bootcamp.builtin_task(name)
     supported = [r for r in rows if task.supports(r["ground_truth"])]
-    assert len(supported) >= (62 if name == "Arc" else len(rows))
+    assert len(supported) == len(rows)
     unsolvable = 0
     for r in supported[:: max(1, len(supported) // 64)]:
         gt = json.dumps(r["ground_truth"], ensure_ascii=False)  # as verl convert stores it
@@ -115,6 +116,45 @@ def test_real_rows_right_and_wrong(shared_data, name):
         assert compute_score(f"bootcamp/{name}", bad, gt, format_score=0.25) == (0.25 if name != "Cipher" else 0.0)
     assert unsolvable <= 2
     assert reward_warnings() == {}
+
+
+def _demonstrations(prompt: str) -> list[tuple[tuple, tuple]]:
+    """The (input, output) example pairs of an Arc prompt (its last grid is the test input)."""
+    grids = [as_tuples(json.loads(b)) for b in re.findall(r"```arcmatrix\s*(\[.*?\])\s*```", prompt, re.S)]
+    assert len(grids) % 2 == 1 and len(grids) >= 3
+    return list(zip(grids[:-1:2], grids[1::2], strict=True))
+
+
+def test_arc_programs_reproduce_every_demonstration(shared_data):
+    """Every task key of the shared Arc file has a program, and it turns each example input of the
+    row's prompt into that example's output exactly."""
+    rows = _read(shared_data / "internbootcamp" / "arc.jsonl")
+    missing = sorted({r["ground_truth"]["task_key"] for r in rows} - set(TRANSFORMS))
+    assert not missing, missing
+    failed = [(i, r["ground_truth"]["task_key"], n) for i, r in enumerate(rows)
+              for n, (grid, want) in enumerate(_demonstrations(r["prompt"]))
+              if TRANSFORMS[r["ground_truth"]["task_key"]](grid) != want]
+    assert not failed, failed
+
+
+def test_arc_150deff5_cuts_shapes_into_squares_and_bars():
+    """Squares turn 8 and bars 2 whatever the colors; a shape that no cut fits stays."""
+    g = ((5, 5, 5, 5, 5), (5, 7, 7, 7, 5), (5, 7, 7, 5, 5), (5, 7, 7, 5, 7), (5, 5, 5, 5, 7))
+    assert TRANSFORMS["150deff5"](g) == (
+        (5, 5, 5, 5, 5), (5, 2, 2, 2, 5), (5, 8, 8, 5, 5), (5, 8, 8, 5, 7), (5, 5, 5, 5, 7))
+
+
+def test_arc_447fd412_stamps_the_template_at_each_blocks_scale():
+    """The anchor (2, the template's color found elsewhere) recurs as a 1x1 and a 2x2 block; each
+    gets the template's 3s at its scale, cut at the edge; an L of 2s is no block and gets none."""
+    g = [[0] * 8 for _ in range(8)]
+    for i, j, v in ((0, 0, 3), (0, 1, 2), (1, 1, 3), (0, 7, 2), (4, 4, 2), (4, 5, 2), (5, 4, 2), (5, 5, 2),
+                    (6, 0, 2), (7, 0, 2), (7, 1, 2)):
+        g[i][j] = v
+    want = [r[:] for r in g]
+    for i, j in ((0, 6), (1, 7), (4, 2), (4, 3), (5, 2), (5, 3), (6, 4), (6, 5), (7, 4), (7, 5)):
+        want[i][j] = 3
+    assert TRANSFORMS["447fd412"](as_tuples(g)) == as_tuples(want)
 
 
 def test_cipher_partial_credit_is_upstreams_rule():

@@ -135,13 +135,8 @@ def _check_json(ws, env_extra: dict | None = None) -> dict:
     return {"rc": res.returncode, **json.loads(res.stdout)}
 
 
-def test_check_on_all_twelve_shared_files(all_bootcamps, shared_data):
-    """11 types pass outright; Arc fails exactly on the rows whose task has no built-in program."""
-    from llmctl.core.rewards import bootcamp
-
-    arc_rows = [json.loads(line)["ground_truth"] for line in
-                (shared_data / "internbootcamp" / "arc.jsonl").read_text(encoding="utf-8").splitlines()]
-    arc_unsupported = sum(1 for gt in arc_rows if not bootcamp.builtin_task("Arc").supports(gt))
+def test_check_on_all_twelve_shared_files(all_bootcamps):
+    """All 12 types pass on every row, Arc's 64 included (each of its task keys has a built-in program)."""
     for env in ({}, {"PYTHONPATH": str(Path(__file__).parent / "standin_internbootcamp")}):
         report = _check_json(all_bootcamps, env)
         by = {s["data_source"]: s for s in report["sources"]}
@@ -149,11 +144,16 @@ def test_check_on_all_twelve_shared_files(all_bootcamps, shared_data):
         for s in by.values():
             assert s["verifier"] == "built-in"  # the stand-in lacks them all: built-ins score them
             assert s["correct_ok"] == s["correct_built"] >= 8 and s["wrong_ok"] == s["wrong_built"], s
-        arc = by.pop("bootcamp/Arc")
         assert all(s["ok"] for s in by.values()), [s for s in by.values() if not s["ok"]]
-        assert arc["unscorable"] == arc_unsupported and 0 < arc_unsupported < 64
-        assert all("does not support this row" in p for p in arc["problems"])
-        assert report["rc"] == (1 if arc_unsupported else 0)
+        arc = by["bootcamp/Arc"]
+        assert (arc["rows"], arc["correct_ok"], arc["wrong_ok"], arc["unscorable"]) == (64, 64, 64, 0), arc
+        assert report["rc"] == 0
+
+
+def test_check_refuses_an_arc_task_without_a_program():
+    (c,) = check_sources([("bootcamp/Arc", json.dumps({"input_grid": [[1]], "task_key": "00000000"}))])
+    assert not c.ok and c.unscorable == 1
+    assert all("does not support this row" in p for p in c.problems)
 
 
 def test_check_says_what_to_do_about_an_unknown_type():

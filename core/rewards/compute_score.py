@@ -44,10 +44,11 @@ import math
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from llmctl.core.rewards.bootcamp.score import Convention
+from llmctl.core.rewards import bootcamp
+from llmctl.core.rewards.bootcamp.package import package_class, package_classes, package_score
+from llmctl.core.rewards.bootcamp.score import DEFAULT_CONVENTION, OPTION_NAMES, Convention, convention
 
 log = logging.getLogger("llmctl.verl_reward")
 
@@ -90,8 +91,6 @@ def reward_settings(**kwargs: Any) -> RewardSettings:
 
 
 def _build_settings(kwargs: dict[str, Any]) -> RewardSettings:
-    from llmctl.core.rewards.bootcamp.score import DEFAULT_CONVENTION, OPTION_NAMES, convention
-
     if "ans_threshold" in kwargs:
         raise ValueError("ans_threshold is not an option of upstream's verify_score (removed); "
                          "short_penalty/short_threshold are upstream's length rule")
@@ -178,7 +177,10 @@ def _math_score(solution_str: str, ground_truth: Any, format_weight: float) -> f
 def bootcamp_backend(name: str, identity: dict | None = None, backend: str = "auto") -> str:
     """Which verifier scores ``bootcamp/<name>`` here: ``internbootcamp``, ``built-in`` or ``none``
     (``identity``: also whether the built-in supports that row)."""
-    task, pkg = _verifiers_for(name)
+    return _backend(name, *_verifiers_for(name), identity, backend)
+
+
+def _backend(name: str, task: Any, pkg: bool, identity: dict | None, backend: str) -> str:
     builtin_ok = task is not None and (identity is None or task.supports(identity))
     if backend == "builtin":
         return "built-in" if builtin_ok else "none"
@@ -192,9 +194,6 @@ def bootcamp_backend(name: str, identity: dict | None = None, backend: str = "au
 def _verifiers_for(name: str) -> tuple[Any, bool]:
     """(the built-in task or None, whether the package has the type), cached per name and per
     package lookup (clearing ``package_classes``' cache starts afresh)."""
-    from llmctl.core.rewards import bootcamp
-    from llmctl.core.rewards.bootcamp.package import package_classes
-
     classes = package_classes()
     key = (name, id(classes))
     hit = _verifier_cache.get(key)
@@ -207,21 +206,18 @@ _verifier_cache: dict[tuple[str, int], tuple[Any, bool]] = {}
 
 
 def _bootcamp_score(data_source: str, solution_str: str, ground_truth: Any, settings: RewardSettings) -> float:
-    from llmctl.core.rewards import bootcamp
-    from llmctl.core.rewards.bootcamp.package import package_class, package_classes, package_score
-
     name = data_source[len(BOOTCAMP_PREFIX):]
     try:
         identity = bootcamp.shared_ground_truth(ground_truth)  # read-only: built-ins never change it
     except ValueError as e:
         return _warn(data_source, "ground truth does not parse", str(e))
-    which = bootcamp_backend(name, identity, settings.backend)
+    task, pkg = _verifiers_for(name)
+    which = _backend(name, task, pkg, identity, settings.backend)
+    if which == "built-in":
+        return bootcamp.verify_score(task, solution_str, identity, settings.convention)
     if which == "internbootcamp":  # upstream's checks may change the identity: a fresh copy each call
         identity = bootcamp.parse_ground_truth(ground_truth)
         return package_score(package_class(name), solution_str, identity, settings.convention)
-    if which == "built-in":
-        return bootcamp.verify_score(bootcamp.builtin_task(name), solution_str, identity, settings.convention)
-    task = bootcamp.builtin_task(name)
     if task is not None and settings.backend != "package":
         return _warn(data_source, "no built-in verifier for this row", str(identity.get("task_key", ""))[:40])
     why = "the internbootcamp package has no such bootcamp" if package_classes() else \

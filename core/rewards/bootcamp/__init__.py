@@ -29,19 +29,40 @@ __all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "BootcampTask", "Convention", "b
 
 @functools.cache
 def tasks() -> dict[str, BootcampTask]:
-    """``{lowercase name: task}`` for every task module in this package."""
+    """``{lowercase name: task}`` for every task module in this package (imports them all)."""
     out: dict[str, BootcampTask] = {}
-    for info in pkgutil.iter_modules(__path__):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        task = getattr(module, "TASK", None)
-        if isinstance(task, BootcampTask):
+    for module in _modules().values():
+        task = _task_of(module)
+        if task is not None:
             out[task.name.lower()] = task
     return out
 
 
+@functools.cache
+def _modules() -> dict[str, str]:
+    """``{module name without underscores, lowercase: module name}`` of this package, read from
+    its folder without importing anything (``kor_puzzle_24_points`` is keyed ``korpuzzle24points``)."""
+    return {info.name.replace("_", "").lower(): info.name for info in pkgutil.iter_modules(__path__)}
+
+
+def _task_of(module_name: str) -> BootcampTask | None:
+    task = getattr(importlib.import_module(f"{__name__}.{module_name}"), "TASK", None)
+    return task if isinstance(task, BootcampTask) else None
+
+
+@functools.cache
 def builtin_task(name: str) -> BootcampTask | None:
-    """The built-in task for a bootcamp name (case-insensitive), or None."""
-    return tasks().get(name.lower())
+    """The built-in task for a bootcamp name (case-insensitive), or None.
+
+    Imports only the module named like the task (``KorPuzzle24Points``: ``kor_puzzle_24_points``),
+    so a run that scores one type never loads the others; a task named unlike its module is
+    found through :func:`tasks`."""
+    key = name.lower()
+    module = _modules().get(key.replace("_", ""))
+    task = _task_of(module) if module is not None else None
+    if task is not None and task.name.lower() == key:
+        return task
+    return tasks().get(key)
 
 
 def shared_ground_truth(ground_truth: Any) -> dict:

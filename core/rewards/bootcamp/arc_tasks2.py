@@ -51,10 +51,10 @@ def t_97a05b5b(g: Grid) -> Grid:
 def _plug(box: list[list[int]], piece: Grid, bg: int, color: int) -> bool:
     """Put ``piece`` where it fits ``box`` (its color on background, its marks on ``color``)."""
     ph, pw = len(piece), len(piece[0])
+    need = [[bg if v == color else color for v in row] for row in piece]
     for r in range(len(box) - ph + 1):
         for c in range(len(box[0]) - pw + 1):
-            if all(box[r + i][c + j] == (bg if v == color else color)
-                   for i, row in enumerate(piece) for j, v in enumerate(row)):
+            if all(box[r + i][c:c + pw] == row for i, row in enumerate(need)):
                 for i, row in enumerate(piece):
                     box[r + i][c:c + pw] = [color if v == color else v for v in row]
                 return True
@@ -97,17 +97,23 @@ def t_6aa20dc0(g: Grid) -> Grid:
     h, w = len(g), len(g[0])
     out = [list(r) for r in g]
     used: set[tuple[int, int]] = set()
+    where: dict[int, list[tuple[int, int]]] = {}
+    for i, row in enumerate(g):
+        for j, v in enumerate(row):
+            where.setdefault(v, []).append((i, j))
     for k in range(min(h, w) // max(len(motif), len(motif[0])), 0, -1):
         for shape in dict.fromkeys(orientations(upscale(motif, k))):
             marks = [(i, j, v) for i, row in enumerate(shape) for j, v in enumerate(row) if v not in (bg, body)]
             fill = [(i, j) for i, row in enumerate(shape) for j, v in enumerate(row) if v == body]
-            for r in range(h - len(shape) + 1):
-                for c in range(w - len(shape[0]) + 1):
-                    if all(g[r + i][c + j] == v and (r + i, c + j) not in used for i, j, v in marks):
-                        used.update((r + i, c + j) for i, j, _ in marks)
-                        for i, j in fill:
-                            if g[r + i][c + j] == bg:
-                                out[r + i][c + j] = body
+            starts = [(a - marks[0][0], b - marks[0][1]) for a, b in where.get(marks[0][2], ())] if marks \
+                else [(r, c) for r in range(h) for c in range(w)]  # a copy starts where its first mark sits
+            for r, c in starts:
+                if 0 <= r <= h - len(shape) and 0 <= c <= w - len(shape[0]) \
+                        and all(g[r + i][c + j] == v and (r + i, c + j) not in used for i, j, v in marks):
+                    used.update((r + i, c + j) for i, j, _ in marks)
+                    for i, j in fill:
+                        if g[r + i][c + j] == bg:
+                            out[r + i][c + j] = body
     return as_grid(out)
 
 
@@ -302,6 +308,88 @@ def t_11852cab(g: Grid) -> Grid:
     return as_grid(out)
 
 
+_TILES = ((8, ((0, 0), (0, 1), (1, 0), (1, 1))), (2, ((0, 0), (0, 1), (0, 2))), (2, ((0, 0), (1, 0), (2, 0))))
+"""Color and cells of a 2 by 2 square and of a bar across and down, each from its first cell."""
+
+
+def _tiling(cells: list[tuple[int, int]], budget: int = 50_000) -> list[tuple[int, tuple[tuple[int, int], ...]]] | None:
+    """An exact cover of ``cells`` by squares and bars (squares tried first), or None (also when
+    ``budget`` placements did not find one: a big shape that cannot be cut would take forever).
+
+    The first cell still open, in reading order, is always a tile's first cell, so each step tries
+    at most three tiles there."""
+    todo = sorted(cells)
+    left = set(todo)
+    chosen: list[tuple[int, tuple[tuple[int, int], ...]]] = []
+    tries = [budget]
+
+    def search(k: int) -> bool:
+        while k < len(todo) and todo[k] not in left:
+            k += 1
+        if k == len(todo):
+            return True
+        i, j = todo[k]
+        for color, shape in _TILES:
+            placed = tuple((i + a, j + b) for a, b in shape)
+            if left.issuperset(placed) and tries[0] > 0:
+                tries[0] -= 1
+                left.difference_update(placed)
+                chosen.append((color, placed))
+                if search(k + 1):
+                    return True
+                chosen.pop()
+                left.update(placed)
+        return False
+
+    return chosen if search(0) else None
+
+
+def t_150deff5(g: Grid) -> Grid:
+    """Each shape is cut into 2 by 2 squares (turned 8) and 1 by 3 bars (turned 2); a shape that
+    cannot be cut so stays as it is."""
+    bg = most(g)
+    out = [list(r) for r in g]
+    for cells in objects(g, bg, diagonal=False):
+        for color, placed in _tiling(cells) or ():
+            for i, j in placed:
+                out[i][j] = color
+    return as_grid(out)
+
+
+def t_447fd412(g: Grid) -> Grid:
+    """The two-colored shape is a template: its cells of the color found elsewhere too are the
+    anchor; every solid block of that color elsewhere is the anchor scaled up, and gets the
+    template's other cells scaled the same, painted around it over the background."""
+    bg = most(g)
+    parts = objects(g, bg)
+    if not parts:
+        return g
+    template = max(parts, key=lambda c: (len({g[i][j] for i, j in c}), len(c)))
+    inside = set(template)
+    outside = Counter(v for i, row in enumerate(g) for j, v in enumerate(row) if v != bg and (i, j) not in inside)
+    held = {g[i][j] for i, j in template}
+    if len(held) < 2 or not held & set(outside):
+        return g
+    mark = max(held & set(outside), key=lambda v: (outside[v], -v))
+    top, left, bottom, right = _box([(i, j) for i, j in template if g[i][j] == mark])
+    ah, aw = bottom - top + 1, right - left + 1
+    rest = [(i - top, j - left, g[i][j]) for i, j in template if g[i][j] != mark]
+    marks = as_grid([[int(v == mark and (i, j) not in inside) for j, v in enumerate(row)] for i, row in enumerate(g)])
+    h, w = len(g), len(g[0])
+    out = [list(r) for r in g]
+    for cells in objects(marks, 0, diagonal=False):
+        r0, c0, r1, c1 = _box(cells)
+        k = (r1 - r0 + 1) // ah
+        if len(cells) != (r1 - r0 + 1) * (c1 - c0 + 1) or (k * ah, k * aw) != (r1 - r0 + 1, c1 - c0 + 1):
+            continue  # not a solid block the anchor's shape
+        for a, b, v in rest:
+            for i in range(max(r0 + a * k, 0), min(r0 + (a + 1) * k, h)):
+                for j in range(max(c0 + b * k, 0), min(c0 + (b + 1) * k, w)):
+                    if out[i][j] == bg:
+                        out[i][j] = v
+    return as_grid(out)
+
+
 TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "97a05b5b": t_97a05b5b,
     "6aa20dc0": t_6aa20dc0,
@@ -312,4 +400,6 @@ TRANSFORMS: dict[str, Callable[[Grid], Grid]] = {
     "e9afcf9a": t_e9afcf9a,
     "ecdecbb3": t_ecdecbb3,
     "11852cab": t_11852cab,
+    "150deff5": t_150deff5,
+    "447fd412": t_447fd412,
 }

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from fractions import Fraction
 
 
 def solve_numbers(numbers: list[int], target: int) -> str | None:
     """An expression over ``numbers`` equal to ``target`` (exact, and within 1e-9 as a float), or None."""
+    from fractions import Fraction  # here: it loads decimal, and scoring never builds answers
+
     goal = Fraction(target)
     seen: set[tuple[Fraction, ...]] = set()
 
