@@ -33,7 +33,7 @@ def test_demo_first_stages_build_ready_artifacts(tmp_path, tokenizer_file):
     states = {a["name"]: a["state"] for a in json.loads(status.stdout)["artifacts"]}
     assert states["arithmetic_prompts"] == "ready" and states["sft_packed"] == "ready", states
     rows = [json.loads(line) for line in (ws / "data" / "arithmetic_prompts.jsonl").read_text().splitlines()]
-    assert {r["level"] for r in rows} == {1, 2} and len(rows) == 800
+    assert {r["level"] for r in rows} == {1, 2, 3} and len(rows) == 3000
     stage_runs = list_runs(ws / "runs")
     assert {r.stage for r in stage_runs} == {"prepare-rl", "prepare-sft"}, stage_runs
     for r in stage_runs:  # every stage run keeps its log, as a job's does
