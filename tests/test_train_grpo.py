@@ -205,7 +205,7 @@ def demo_sft(tmp_path_factory):
     from llmctl.core.cli.demo import run_demo
     from llmctl.core.workspace import Workspace
 
-    ws = Workspace(tmp_path_factory.mktemp("demo-sft"), create=True)
+    ws = Workspace.open(tmp_path_factory.mktemp("demo-sft"), create=True)
     run_demo(ws, stop_after="sft", seed=0, echo=lambda _line: None)
     return ws
 
