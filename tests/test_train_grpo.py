@@ -223,6 +223,7 @@ def demo_grpo(demo_sft):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the first test pays for the shared SFT + GRPO fixtures (~3 min on a quiet 2-core box)
 def test_grpo_reward_rises_after_short_sft(demo_grpo):
     """On the demo's recipe, GRPO's verifier reward on its training prompts rises: the share of
     right answers goes up while the answer format (already learnt in SFT) stays."""
@@ -242,6 +243,7 @@ def test_grpo_reward_rises_after_short_sft(demo_grpo):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_grpo_raises_heldout_pass_at_1(demo_grpo):
     """What RL should change on prompts it never trains on: pass@1 at the rollout temperature
     (k = 8 samples each, 128 held-out level-3 prompts) rises, greedy accuracy does not fall."""
