@@ -88,7 +88,7 @@ def demo_steps(ws: Workspace, corpus: list[str], fast: bool, stop_after: str = "
         "--save-every", "0"]))
     steps.append(DemoStep("eval", "evaluation", [
         "eval", *sd, "--gsm8k-n", "0", "--arithmetic-heldout", held, "--arithmetic-level", RL_LEVEL,
-        "--samples", "8", "--dev-batches", "0", "--max-new-tokens", "32", "--batch-size", "32"]))
+        "--dev-batches", "0", "--max-new-tokens", "32", "--batch-size", "32"]))
     last = max(i for i, st in enumerate(steps) if STOP_POINTS.index(st.point) <= STOP_POINTS.index(stop_after))
     return steps[:last + 1]
 
