@@ -24,8 +24,9 @@ CUDA context loses that section only, and what it measured before is kept):
 * ``hf_training``: our training step vs transformers ``GPT2LMHeadModel`` (eager bf16 autocast,
   batch 16 x 1024, same weights, same fused AdamW), interleaved.
 * ``attention``: SDPA forward+backward at (32, 12, 1024, 64) bf16 causal per backend.
-* ``demo``: ``python -m llmctl.core.cli demo --preset small --workspace DIR`` (skipped when the
-  demo has no ``--preset``; needs the tokenizer: set ``LLMCTL_TIKTOKEN_FILE``).
+* ``demo``: ``python -m llmctl.core.cli demo --preset small --workspace DIR`` (with ``--demo-corpus``,
+  pretraining on those text files first); it prints the held-out table before/after GRPO (needs
+  the tokenizer: set ``LLMCTL_TIKTOKEN_FILE``).
 * ``pretrain_355m``: the loop and the step alone for gpt2-medium.
 
 A section starts only while the budget (``--budget``, default 470 s on a GPU) has room for it.
@@ -572,6 +573,8 @@ def sec_demo(a: argparse.Namespace, rec: Rec) -> None:
         return
     ws = Path(tempfile.mkdtemp(prefix="bench_gpu_demo_")) / "ws"
     full = cmd + ["--preset", "small", "--workspace", str(ws)]
+    for c in a.demo_corpus or []:
+        full += ["--corpus", c]
     rec["command"] = " ".join(full[1:])
     t0 = time.perf_counter()
     proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -705,6 +708,7 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--gen-preset", default="", help="Model for decoding (default gpt2 on a GPU, mini on a CPU).")
     ap.add_argument("--demo-on-cpu", action="store_true")
+    ap.add_argument("--demo-corpus", action="append", help="text files the demo section pretrains on first")
     ap.add_argument("--list", action="store_true", help="List the sections and their time caps.")
     ap.add_argument("--section", default="", help=argparse.SUPPRESS)  # internal: run one section (child)
     ap.add_argument("--section-out", type=Path, default=None, help=argparse.SUPPRESS)
@@ -759,6 +763,7 @@ def main() -> int:
         out_path = work / f"{name}.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--section", name, "--section-out", str(out_path),
                "--device", str(a.device), "--gen-preset", a.gen_preset] + (["--demo-on-cpu"] if a.demo_on_cpu else [])
+        cmd += [w for c in a.demo_corpus or [] for w in ("--demo-corpus", c)]
         print(f"== {name} (cap {cap} s)", flush=True)
         t0 = time.perf_counter()
         status = "ok"
