@@ -145,3 +145,22 @@ def test_no_folder_holds_more_than_a_quarter_of_the_code():
     shares = {f: n / total for f, n in folders.items()}
     print("\n".join(f"{f:16} {n:6} lines {shares[f]:.1%}" for f, n in sorted(folders.items())))
     assert max(shares.values()) <= 0.25, shares
+
+
+TOKENIZER_BUILDERS = {  # the only modules that build a tokenizer; everything else asks ``ws.tokenizer()``
+    REPO / "core" / "tokenizer.py",
+    REPO / "core" / "workspace.py",
+    REPO / "trainers" / "export_hf.py",  # from the ranks file its caller names (``ws.tokenizer_file()``)
+}
+
+
+def test_only_the_workspace_builds_a_tokenizer():
+    bad = []
+    for top in PACKAGES:
+        for path in modules(top):
+            if path in TOKENIZER_BUILDERS:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "get_tokenizer":
+                    bad.append(f"{path.relative_to(REPO)}:{node.lineno} calls get_tokenizer (use ws.tokenizer())")
+    assert not bad, "\n".join(bad)

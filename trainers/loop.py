@@ -38,7 +38,8 @@ from llmctl.core import progress as core_progress
 from llmctl.core.artifacts import artifact_fingerprint, file_fingerprint, newest_checkpoint
 from llmctl.core.metrics import MetricsWriter
 from llmctl.core.runs import METRICS_FILE, RunStopped, record_max_steps, write_provenance
-from llmctl.trainers import distributed as D
+from llmctl.core.workspace import Workspace
+from llmctl.trainers import distributed
 from llmctl.trainers.checkpoint import (
     load_checkpoint,
     prune_checkpoints,
@@ -217,12 +218,12 @@ def input_fingerprint(path: Path) -> Any:
 class Session:
     """One training process of a stage: ranks, device, folders, metrics and the stop flag."""
 
-    def __init__(self, ws: Any, params: Any, run_dir: Path, stage: str) -> None:
+    def __init__(self, ws: Workspace, params: Any, run_dir: Path, stage: str) -> None:
         self.ws, self.params, self.stage = ws, params, stage
         self.run_dir = Path(run_dir)
-        env = D.dist_env()
+        env = distributed.dist_env()
         self.device = resolve_device(getattr(params, "device", "auto"), env.local_rank)
-        self.dist = D.init_distributed(self.device)
+        self.dist = distributed.init_distributed(self.device)
         self.dtype = resolve_dtype(getattr(params, "dtype", "auto"), self.device)
         self.ckpt_dir = ws.checkpoints_dir / stage / self.run_dir.name
         self.is_main = self.dist.is_main
@@ -273,11 +274,11 @@ class Session:
             self.metrics.close()
         if self.extra is not None:
             self.extra.close()
-        D.cleanup_distributed()
+        distributed.cleanup_distributed()
 
 
 @contextlib.contextmanager
-def session(ws: Any, params: Any, run_dir: Path, stage: str) -> Iterator[Session]:
+def session(ws: Workspace, params: Any, run_dir: Path, stage: str) -> Iterator[Session]:
     """A :class:`Session` closed (signal handlers, metrics, DDP) however the run ends."""
     s = Session(ws, params, run_dir, stage)
     try:
@@ -288,7 +289,7 @@ def session(ws: Any, params: Any, run_dir: Path, stage: str) -> Iterator[Session
 
 # ---- which model to train -----------------------------------------------------------------------
 
-def find_start_checkpoint(ws: Any, init: str | None, need_stage: str | None) -> Path | None:
+def find_start_checkpoint(ws: Workspace, init: str | None, need_stage: str | None) -> Path | None:
     """``--init`` (a step/run/stage folder), else the newest ready checkpoint of ``need_stage``."""
     if init:
         return resolve_checkpoint(ws.path(init))
@@ -372,7 +373,7 @@ def train_step(s: Session, model: nn.Module, micro_batches: list[Batch],
     loss is returned as is for the caller's guard. ``grad_norm`` is measured before clipping.
     """
     counts = torch.stack([_n_targets(b) for b in micro_batches]).float()
-    total = D.all_reduce_sum(counts.sum().clone()).clamp(min=1.0)
+    total = distributed.all_reduce_sum(counts.sum().clone()).clamp(min=1.0)
     world = s.dist.world_size
     loss_sum = torch.zeros((), device=s.device)
     for i, b in enumerate(micro_batches):
@@ -385,7 +386,7 @@ def train_step(s: Session, model: nn.Module, micro_batches: list[Batch],
             weight = counts[i] / total
             (loss * weight * world).backward()
         loss_sum += loss.detach().float() * counts[i]
-    loss_mean = D.all_reduce_sum(loss_sum) / total
+    loss_mean = distributed.all_reduce_sum(loss_sum) / total
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
     return loss_mean, norm.float(), total
 
@@ -444,7 +445,7 @@ def eval_loss(s: Session, model: nn.Module, batches: Iterable[Batch]) -> float:
         tot[0] += loss.double() * n
         tot[1] += n
     model.train(was)
-    D.all_reduce_sum(tot)
+    distributed.all_reduce_sum(tot)
     return float(tot[0] / tot[1]) if tot[1] > 0 else float("nan")
 
 
@@ -535,7 +536,7 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
     optimizer, scheduler, step, tokens, best = _start_fit(s, raw, inputs, resume, start_ckpt)
 
     eval_model = maybe_compile(raw, p.compile, s.device)  # the same weights, without DDP's hooks
-    train_model = D.wrap_ddp(eval_model, s.device)
+    train_model = distributed.wrap_ddp(eval_model, s.device)
     batches = make_train_iter(step * p.grad_accum)
     thr = Throughput(raw.estimate_flops_per_token(seq_len or raw.config.block_size),
                      gpu_peak_flops(s.device, p.peak_tflops), s.dist.world_size)
@@ -556,7 +557,7 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
                                         tokenizer=s.tokenizer_info)
             prune_checkpoints(s.ckpt_dir, p.keep_last)
         last_saved = at
-        D.barrier()
+        distributed.barrier()
         return last_path
 
     guard = FiniteGuard(optimizer, s.device)
@@ -580,7 +581,7 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
     train_model.train()
     loss_t = norm_t = None
     while step < p.max_steps:
-        if D.any_true(s.stop.requested is not None, s.device):
+        if distributed.any_true(s.stop.requested is not None, s.device):
             check_finite()
             path = save(step, None) if last_saved != step else last_path
             s.say(f"{s.stage}: stopped ({s.stop.requested or 'signal'}) at step {step}; checkpoint {path}")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from llmctl.core.train_params import SFTParams
+from llmctl.core.workspace import Workspace
 from llmctl.trainers.batches import PackedRows, fixed_sft_batches, sft_batches
 from llmctl.trainers.loop import fit, input_fingerprint, session, start_model, start_note
 
@@ -22,7 +23,7 @@ STAGE = "sft"
 NEEDS = "pretrain"
 
 
-def run(ws: Any, params: SFTParams, run_dir: Path) -> dict[str, Any]:
+def run(ws: Workspace, params: SFTParams, run_dir: Path) -> dict[str, Any]:
     """Fine-tune; return the summary (steps, tokens, losses, newest checkpoint)."""
     data = ws.path(params.data)
     if not data.exists():
