@@ -519,6 +519,96 @@ def _log_step(s: Session, thr: Throughput, step: int, loss: torch.Tensor, lr: fl
         s.progress.update(step)
 
 
+class _Fit:
+    """What :func:`fit` carries from one optimizer step to the next: the optimizer and schedule, the
+    step, token count and best eval loss, the last checkpoint, and the non-finite guard."""
+
+    def __init__(self, s: Session, raw: GPT, inputs: dict[str, Any], resume: dict[str, Any] | None,
+                 start_ckpt: Path | None) -> None:
+        self.s, self.raw, self.inputs = s, raw, inputs
+        self.optimizer, self.scheduler, self.step, self.tokens, self.best = \
+            _start_fit(s, raw, inputs, resume, start_ckpt)
+        self.last_path: Path | None = None
+        self.last_saved = self.step if resume is not None else -1
+        self.guard = FiniteGuard(self.optimizer, s.device)
+        self.sched_states: dict[int, dict[str, Any]] = {}  # the schedule before each step since the last check
+
+    def save(self, at: int, eval_value: float | None) -> Path | None:
+        s, p = self.s, self.s.params
+        if s.is_main:
+            extra = {"tokens": self.tokens, "best_eval_loss": self.best, "grad_accum": p.grad_accum,
+                     "world_size": s.dist.world_size, "micro_step": at * p.grad_accum}
+            counts = {"tokens": self.tokens, "eval_loss": eval_value if eval_value is not None and
+                      math.isfinite(eval_value) else None}
+            self.last_path = save_checkpoint(s.ckpt_dir, self.raw, self.optimizer, self.scheduler, at, extra,
+                                             stage=s.stage, params=dataclasses.asdict(p), inputs=self.inputs,
+                                             counts=counts, tokenizer=s.tokenizer_info)
+            prune_checkpoints(s.ckpt_dir, p.keep_last)
+        self.last_saved = at
+        distributed.barrier()
+        return self.last_path
+
+    def check_finite(self) -> None:
+        """Stop with a checkpoint of the weights that produced the first non-finite loss, if any."""
+        bad = self.guard.first_bad()
+        if bad is None:
+            self.sched_states.clear()
+            return
+        at, bad_loss, bad_norm = bad
+        self.optimizer.zero_grad(set_to_none=True)
+        self.s.log(at, {"train/loss": bad_loss, "grad_norm": bad_norm})
+        path = self.last_path
+        if self.last_saved != at - 1:  # the weights of step at-1 (later updates were skipped on the device)
+            self.scheduler.load_state_dict(self.sched_states.get(at, self.scheduler.state_dict()))
+            path = self.save(at - 1, None)
+        raise NonFiniteLoss(at, path)
+
+    def stop_if_asked(self) -> None:
+        """On a stop request (any process): a checkpoint of this step, then :class:`Cancelled`."""
+        s, step = self.s, self.step
+        if distributed.any_true(s.stop.requested is not None, s.device):
+            self.check_finite()
+            path = self.save(step, None) if self.last_saved != step else self.last_path
+            s.say(f"{s.stage}: stopped ({s.stop.requested or 'signal'}) at step {step}; checkpoint {path}")
+            raise Cancelled(f"stopped at step {step}; checkpoint {path}")
+
+    def optimizer_step(self, train_model: nn.Module, micro: list[Batch],
+                       thr: Throughput) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One optimizer step over ``micro``: ``(loss, grad norm, lr)``, the first two on the device."""
+        s = self.s
+        loss_t, norm_t, _ = train_step(s, train_model, micro, s.params.grad_clip)
+        if self.guard.update(self.step + 1, loss_t, norm_t):
+            self.check_finite()
+        lr = self.scheduler.get_last_lr()[0]
+        self.sched_states[self.step + 1] = self.scheduler.state_dict()
+        self.optimizer.step()  # fused: skipped on the device once the guard has seen a non-finite step
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        n_tok = sum(int(b["x"].numel()) for b in micro) * s.dist.world_size
+        self.tokens += n_tok
+        thr.add(n_tok)
+        return loss_t, norm_t, lr
+
+    def evaluate(self, eval_model: nn.Module, eval_batches: Callable[[], Iterable[Batch]]) -> float:
+        s = self.s
+        ev = eval_loss(s, eval_model, eval_batches())
+        self.best = min(self.best, ev) if math.isfinite(ev) else self.best
+        s.log(self.step, {"eval/loss": ev})
+        s.say(f"{s.stage} step {self.step}: eval loss {ev:.4f}")
+        return ev
+
+    def summary(self, loss_t: torch.Tensor | None, ev: float | None) -> dict[str, Any]:
+        s = self.s
+        s.progress.close()
+        s.say(f"{s.stage}: done at step {self.step}, checkpoint {self.last_path}")
+        return {"step": self.step, "tokens": self.tokens,
+                "train_loss": float(loss_t) if loss_t is not None else float("nan"),
+                "eval_loss": ev if ev is not None and math.isfinite(ev) else None,
+                "best_eval_loss": self.best if math.isfinite(self.best) else None,
+                "checkpoint": str(self.last_path) if self.last_path else None, "checkpoints": str(s.ckpt_dir)}
+
+
 def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Batch]],
         eval_batches: Callable[[], Iterable[Batch]] | None, inputs: dict[str, Any],
         resume: dict[str, Any] | None = None, start_ckpt: Path | None = None,
@@ -533,91 +623,31 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
     """
     p = s.params
     raw = unwrap_model(model)
-    optimizer, scheduler, step, tokens, best = _start_fit(s, raw, inputs, resume, start_ckpt)
+    run = _Fit(s, raw, inputs, resume, start_ckpt)
 
     eval_model = maybe_compile(raw, p.compile, s.device)  # the same weights, without DDP's hooks
     train_model = distributed.wrap_ddp(eval_model, s.device)
-    batches = make_train_iter(step * p.grad_accum)
+    batches = make_train_iter(run.step * p.grad_accum)
     thr = Throughput(raw.estimate_flops_per_token(seq_len or raw.config.block_size),
                      gpu_peak_flops(s.device, p.peak_tflops), s.dist.world_size)
-    s.progress = Progress(p.max_steps, step, s.stage, enabled=p.progress and s.is_main)
-    last_path: Path | None = None
-    last_saved = step if resume is not None else -1
-    ev = float("nan")
-
-    def save(at: int, eval_value: float | None) -> Path | None:
-        nonlocal last_path, last_saved
-        if s.is_main:
-            extra = {"tokens": tokens, "best_eval_loss": best, "grad_accum": p.grad_accum,
-                     "world_size": s.dist.world_size, "micro_step": at * p.grad_accum}
-            counts = {"tokens": tokens, "eval_loss": eval_value if eval_value is not None and
-                      math.isfinite(eval_value) else None}
-            last_path = save_checkpoint(s.ckpt_dir, raw, optimizer, scheduler, at, extra, stage=s.stage,
-                                        params=dataclasses.asdict(p), inputs=inputs, counts=counts,
-                                        tokenizer=s.tokenizer_info)
-            prune_checkpoints(s.ckpt_dir, p.keep_last)
-        last_saved = at
-        distributed.barrier()
-        return last_path
-
-    guard = FiniteGuard(optimizer, s.device)
-    sched_states: dict[int, dict[str, Any]] = {}  # the schedule before each step since the last check
-
-    def check_finite() -> None:
-        """Stop with a checkpoint of the weights that produced the first non-finite loss, if any."""
-        bad = guard.first_bad()
-        if bad is None:
-            sched_states.clear()
-            return
-        at, bad_loss, bad_norm = bad
-        optimizer.zero_grad(set_to_none=True)
-        s.log(at, {"train/loss": bad_loss, "grad_norm": bad_norm})
-        path = last_path
-        if last_saved != at - 1:  # the weights of step at-1 (later updates were skipped on the device)
-            scheduler.load_state_dict(sched_states.get(at, scheduler.state_dict()))
-            path = save(at - 1, None)
-        raise NonFiniteLoss(at, path)
-
+    s.progress = Progress(p.max_steps, run.step, s.stage, enabled=p.progress and s.is_main)
+    ev: float | None = float("nan")
     train_model.train()
-    loss_t = norm_t = None
-    while step < p.max_steps:
-        if distributed.any_true(s.stop.requested is not None, s.device):
-            check_finite()
-            path = save(step, None) if last_saved != step else last_path
-            s.say(f"{s.stage}: stopped ({s.stop.requested or 'signal'}) at step {step}; checkpoint {path}")
-            raise Cancelled(f"stopped at step {step}; checkpoint {path}")
-        micro = [next(batches) for _ in range(p.grad_accum)]
-        loss_t, norm_t, _ = train_step(s, train_model, micro, p.grad_clip)
-        if guard.update(step + 1, loss_t, norm_t):
-            check_finite()
-        lr = scheduler.get_last_lr()[0]
-        sched_states[step + 1] = scheduler.state_dict()
-        optimizer.step()  # fused: skipped on the device once the guard has seen a non-finite step
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        n_tok = sum(int(b["x"].numel()) for b in micro) * s.dist.world_size
-        tokens += n_tok
-        thr.add(n_tok)
+    loss_t = None
+    while run.step < p.max_steps:
+        run.stop_if_asked()
+        loss_t, norm_t, lr = run.optimizer_step(train_model, [next(batches) for _ in range(p.grad_accum)], thr)
+        step = run.step
         do_eval = eval_batches is not None and ((p.eval_every and step % p.eval_every == 0) or step == p.max_steps)
         do_save = (p.save_every and step % p.save_every == 0) or step == p.max_steps
         if step % p.log_every == 0 or step == p.max_steps or do_eval or do_save:
-            check_finite()  # the one read of the device flag: before anything is logged or saved
-        _log_step(s, thr, step, loss_t, lr, norm_t, tokens)
+            run.check_finite()  # the one read of the device flag: before anything is logged or saved
+        _log_step(s, thr, step, loss_t, lr, norm_t, run.tokens)
         ev = None
         if do_eval:
-            ev = eval_loss(s, eval_model, eval_batches())
-            best = min(best, ev) if math.isfinite(ev) else best
-            s.log(step, {"eval/loss": ev})
-            s.say(f"{s.stage} step {step}: eval loss {ev:.4f}")
+            ev = run.evaluate(eval_model, eval_batches)
             thr.t0 = time.perf_counter()
         if do_save:
-            save(step, ev)
+            run.save(step, ev)
             thr.t0 = time.perf_counter()
-    loss = float(loss_t) if loss_t is not None else float("nan")
-    s.progress.close()
-    s.say(f"{s.stage}: done at step {step}, checkpoint {last_path}")
-    return {"step": step, "tokens": tokens, "train_loss": loss,
-            "eval_loss": ev if ev is not None and math.isfinite(ev) else None,
-            "best_eval_loss": best if math.isfinite(best) else None,
-            "checkpoint": str(last_path) if last_path else None, "checkpoints": str(s.ckpt_dir)}
+    return run.summary(loss_t, ev)
