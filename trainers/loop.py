@@ -651,3 +651,16 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
             run.save(step, ev)
             thr.t0 = time.perf_counter()
     return run.summary(loss_t, ev)
+
+
+def fit_rows(s: Session, model: GPT, data: str, *, make_train_iter: Callable[[int], Iterator[Batch]],
+             held: list[Batch] | None, inputs: dict[str, Any], resume: dict[str, Any] | None,
+             start: Path | None, seq_len: int) -> dict[str, Any]:
+    """:func:`fit` for the token-row stages (pretrain, SFT), after their first line: model size,
+    ``data`` (what a row is), batch shape, device and precision, where the run starts. Eval loss
+    comes from the fixed ``held`` batches, when there are any."""
+    p = s.params
+    s.say(f"{s.stage}: {model.num_params() / 1e6:.1f}M parameters, {data}, batch {p.batch_size} x {p.grad_accum} x "
+          f"{s.dist.world_size}, {s.device} {str(s.dtype).removeprefix('torch.')}" + start_note(resume, start))
+    return fit(s, model, make_train_iter=make_train_iter, eval_batches=(lambda: held) if held else None,
+               inputs=inputs, resume=resume, start_ckpt=start, seq_len=seq_len)
