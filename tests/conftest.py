@@ -13,6 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LLMCTL_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 TOKENIZER_FILE = SHARED_DATA / "tokenizer" / "r50k_base.tiktoken"
 
+PROMPT_TEXTS = ("First Citizen:\nBefore we proceed any further, hear me speak.", "All:\nSpeak, speak.",
+                "You are all resolved rather to die than to famish?", "Resolved. resolved.",
+                "First, you know Caius Marcius is chief enemy to the people.")
+
 if TOKENIZER_FILE.exists():
     os.environ.setdefault("LLMCTL_TIKTOKEN_FILE", str(TOKENIZER_FILE))
 
@@ -35,6 +39,12 @@ def tokenizer(tokenizer_file: Path):
     from llmctl.core.tokenizer import get_tokenizer
 
     return get_tokenizer(tokenizer_file)
+
+
+@pytest.fixture(scope="session")
+def prompts(tokenizer) -> list[list[int]]:
+    """Five real lines of different lengths (Shakespeare), as token ids: prompts to generate from."""
+    return [tokenizer.encode(t) for t in PROMPT_TEXTS]
 
 
 @pytest.fixture

@@ -11,7 +11,14 @@ import time
 
 import pytest
 import torch
-from rl_support import arithmetic_sft, fresh_model, rl_workspace, save_sft
+from rl_support import (
+    SHORT_RUN,
+    fresh_model,
+    reward_rise,
+    rl_workspace,
+    run_after_short_sft,
+    save_sft,
+)
 
 from llmctl.core import jobs, runs
 from llmctl.core.metrics import read_metrics
@@ -201,32 +208,15 @@ def test_grpo_reward_rises_after_short_sft(workspace, shared_data):
     steps, so the reward (correct + 0.5 x format) rises. Correctness itself stays near chance for
     a 2-layer, 64-wide model at this budget -- reported, not asserted.
     """
-    from llmctl.trainers.grpo import run
-
-    ws = rl_workspace(workspace, shared_data)
-    arithmetic_sft(ws, steps=50)
-    params = GRPOParams(max_steps=12, prompts_per_step=8, num_generations=8, max_new_tokens=24,
-                        micro_batch_size=64, num_iterations=2, kl_coef=0.0, lr=3e-3, format_weight=0.5,
-                        eval_prompts=32, eval_every=0, save_every=0, log_every=1, progress=False,
-                        arithmetic_level=1, samples_per_step=8)
-    run_dir = runs.new_run_dir(ws.runs_dir, "grpo")
-    run(ws, params, run_dir)
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    rows = run_after_short_sft(workspace, shared_data, "grpo", GRPOParams(
+        **SHORT_RUN, prompts_per_step=8, num_generations=8, num_iterations=2, lr=3e-3))
     train = [r for r in rows if "reward" in r]
-    reward = [r["reward"] for r in train]
     evals = [r["eval/accuracy"] for r in rows if "eval/accuracy" in r]
-
-    def mean(key, part):
-        return sum(r[key] for r in part) / len(part)
-
-    first, last = train[:4], train[-4:]
-    print(f"GRPO reward {mean('reward', first):.3f} -> {mean('reward', last):.3f}, "
-          f"format {mean('rewards/format', first):.3f} -> {mean('rewards/format', last):.3f}, "
-          f"correct {mean('rewards/correct', first):.3f} -> {mean('rewards/correct', last):.3f}, "
-          f"held-out accuracy {evals[0]:.3f} -> {evals[-1]:.3f}")
+    means = reward_rise("GRPO", train, f"held-out accuracy {evals[0]:.3f} -> {evals[-1]:.3f}")
     # the format rate is what GRPO fixes here (0.105 -> 0.270 on a 2-core CPU); the reward follows
-    assert mean("rewards/format", last) > mean("rewards/format", first) + 0.1, [r["rewards/format"] for r in train]
-    assert mean("reward", last) > mean("reward", first) + 0.05, reward
+    (fmt0, fmt1), (r0, r1) = means["rewards/format"], means["reward"]
+    assert fmt1 > fmt0 + 0.1, [r["rewards/format"] for r in train]
+    assert r1 > r0 + 0.05, [r["reward"] for r in train]
 
 
 @pytest.mark.slow
