@@ -58,6 +58,14 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Hugging Face cache of the test's own (``$HF_HOME``, ``$HF_DATASETS_CACHE``)."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    return tmp_path / "hf"
+
+
+@pytest.fixture
 def small_disk(tmp_path: Path):
     """A real 2 MB filesystem (tmpfs) to fill up; skipped, with the reason, where mounting is refused."""
     mnt = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"

@@ -70,22 +70,17 @@ def run_in_process(ws: Any, stage: str, params: Any) -> tuple[dict[str, Any], Pa
     return summary, run_dir, read_metrics(run_dir / "metrics.jsonl")
 
 
-def configured(root: Path, stage: str, **params: Any) -> tuple[Any, list[str]]:
-    """A workspace at ``root`` whose llmctl.toml holds ``params`` for ``stage`` (``prepare-sft``, …),
-    and the same as CLI flags (a list value gives its flag once per item)."""
+def prepare(root: Path, what: str, **params: Any) -> dict[str, Any]:
+    """``llmctl prepare WHAT`` in a new workspace at ``root`` (with its own Hugging Face cache) whose
+    llmctl.toml holds ``params`` for the stage, given as flags too (a list value gives its flag once
+    per item); it must succeed. Then ``llmctl status --json``, parsed."""
     ws = init_workspace(root)
-    ws.config["stages"].setdefault(stage, {}).update(params)
+    ws.config["stages"].setdefault(f"prepare-{what}", {}).update(params)
     ws.save_config()
     flags = []
     for k, v in params.items():
         for item in v if isinstance(v, list) else [v]:
             flags += ["--" + k.replace("_", "-"), str(item)]
-    return ws, flags
-
-
-def prepare(root: Path, what: str, flags: list[str]) -> dict[str, Any]:
-    """``llmctl prepare WHAT FLAGS`` in the workspace at ``root`` (with its own Hugging Face cache),
-    which must succeed; then ``llmctl status --json``, parsed."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HOME", str(root.parent / "hf"))
         res = invoke(["prepare", what, "--workspace", str(root), *flags], mp)

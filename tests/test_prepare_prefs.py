@@ -8,19 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from stage_support import configured, invoke, prepare, read_jsonl
+from stage_support import invoke, prepare, read_jsonl
 
 from llmctl.core.data.chat import encode_chat, encode_prompt
 from llmctl.core.data.prepare_prefs import parse_hh_transcript, prompt_key
 from llmctl.core.tokenizer import EOT_ID
 from llmctl.trainers.pref_data import PreferenceDataset, collate_pairs, encode_pair, read_pairs
 
-STAGE = "prepare-prefs"
-
-
-@pytest.fixture(autouse=True)
-def _hf_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+pytestmark = pytest.mark.usefixtures("hf_cache")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +25,7 @@ def built(tmp_path_factory, shared_data):
     params = {"hh_rlhf": [str(shared_data / "hh-rlhf" / "*.jsonl.gz")],
               "ultrafeedback": [str(uf / "ultrafeedback_binarized.train_clean.jsonl")],
               "ultrafeedback_test": [str(uf / "ultrafeedback_binarized.eval_clean.jsonl")]}
-    status = prepare(root, "prefs", configured(root, STAGE, **params)[1])
+    status = prepare(root, "prefs", **params)
     data = root / "data"
     return {"root": root, "status": status,
             "train": read_pairs(data / "preferences.jsonl"), "test": read_pairs(data / "preferences_test.jsonl"),

@@ -6,23 +6,18 @@ import json
 import re
 
 import pytest
-from stage_support import configured, invoke, prepare, read_jsonl
+from stage_support import invoke, prepare, read_jsonl
 
 from llmctl.core.data.prepare_sft import question_key
 
-STAGE = "prepare-rl"
-
-
-@pytest.fixture(autouse=True)
-def _hf_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+pytestmark = pytest.mark.usefixtures("hf_cache")
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("rl") / "ws"
     params = {"gsm8k": str(shared_data / "gsm8k"), "arithmetic_n": 40, "arithmetic_levels": [1, 2, 5]}
-    status = prepare(root, "rl", configured(root, STAGE, **params)[1])
+    status = prepare(root, "rl", **params)
     data = root / "data"
     return {"root": root, "status": status,
             "train": read_jsonl(data / "rl_prompts_train.jsonl"), "test": read_jsonl(data / "rl_prompts_test.jsonl"),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stage_support import configured, invoke, prepare
+from stage_support import invoke, prepare
 
 from llmctl.core.data.chat import encode_chat
 from llmctl.core.data.prepare_sft import (
@@ -24,7 +24,7 @@ from llmctl.core.data.prepare_sft import (
 from llmctl.core.data.prompts import format_question, gsm8k_target
 from llmctl.core.tokenizer import EOT_ID
 
-STAGE = "prepare-sft"
+pytestmark = pytest.mark.usefixtures("hf_cache")
 
 
 def sources(shared: Path) -> dict:
@@ -33,18 +33,11 @@ def sources(shared: Path) -> dict:
             "gsm8k": str(shared / "gsm8k")}
 
 
-@pytest.fixture(autouse=True)
-def _hf_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, shared_data):
     """One full run on the real files (all of them), through the CLI, read back."""
     root = tmp_path_factory.mktemp("sft") / "ws"
-    _, flags = configured(root, STAGE, **sources(shared_data), include_arithmetic=60)
-    status = prepare(root, "sft", flags)
+    status = prepare(root, "sft", **sources(shared_data), include_arithmetic=60)
     path = root / "data" / "sft_packed.h5"
     with h5py.File(path, "r") as f:
         arrays = {k: f[k][:] for k in f}
