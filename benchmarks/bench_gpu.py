@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timing import best_time, sync
 
 # ---- helpers ----------------------------------------------------------------------------------------
 
@@ -72,25 +73,6 @@ class Rec(dict):
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self, default=str, indent=1))
             tmp.replace(self.path)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def best_time(fn: Callable[[], Any], device: torch.device, reps: int, warmup: int = 1) -> float:
-    """Best wall time of ``reps`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(reps):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def random_prompts(n: int, lo: int, hi: int, seed: int) -> list[list[int]]:

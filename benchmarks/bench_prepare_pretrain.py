@@ -33,27 +33,17 @@ os.environ.setdefault("LLMCTL_TIKTOKEN_FILE", str(SHARED / "tokenizer" / "r50k_b
 os.environ["LLMCTL_NO_PROGRESS"] = "1"
 
 
-def paragraphs(text: str) -> list[str]:
-    out, cur = [], []
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if line.strip():
-            cur.append(line)
-        elif cur:
-            out.append("\n".join(cur))
-            cur = []
-    if cur:
-        out.append("\n".join(cur))
-    return out
-
-
 def sample_documents() -> list[tuple[str, str]]:
-    """(text, source set) of every document in pile-sample."""
+    """(text, source set) of every document in pile-sample (the books split into paragraphs by
+    ``prepare pretrain``'s own reader, ``--txt-docs paragraphs``)."""
+    from llmctl.core.data.text_sources import expand_inputs, iter_documents
+
     d = SHARED / "pile-sample"
     docs = [(json.loads(line)["text"], "C4") for line in open(d / "c4_demo.jsonl", encoding="utf-8")]
     docs += [(line.rstrip("\n"), "Wikipedia") for line in open(d / "wiki_demo.txt", encoding="utf-8") if line.strip()]
-    for p in sorted(d.glob("*.txt")):
-        if p.name != "wiki_demo.txt":
-            docs += [(t, "Gutenberg") for t in paragraphs(p.read_text(encoding="utf-8"))]
+    for src in expand_inputs([str(d / "*.txt")]):
+        if src.label != "wiki_demo.txt":
+            docs += [(t, "Gutenberg") for _, t in iter_documents(src, txt_docs="paragraphs")]
     return docs
 
 

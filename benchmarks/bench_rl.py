@@ -19,10 +19,10 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from timing import best_time
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LLMCTL_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -109,17 +109,7 @@ def rollout_throughput(args: argparse.Namespace) -> dict[str, float]:
         assert out.shape[1] == P + N
 
     def timed(fn) -> float:
-        fn()  # warm-up
-        best = float("inf")
-        for _ in range(args.repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t)
-        return best
+        return best_time(fn, device, args.repeats)  # after one warm-up call
 
     # interleave the engines so a load change on a shared machine hits all of them
     res = {"ours (KV cache)": timed(ours_cache), "transformers generate": timed(theirs)}

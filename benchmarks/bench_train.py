@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from timing import timed
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LLMCTL_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -50,17 +51,6 @@ def hf_twin(model):
     assert not unexpected and all(k in ("lm_head.weight",) or k.endswith(".attn.bias") for k in missing), missing
     hf.tie_weights()
     return hf.to(next(model.parameters()).device)
-
-
-def timed(step, device: torch.device) -> float:
-    """Seconds one call of ``step`` takes."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
 
 
 def bench_training(preset: str, batch: int, seq: int, pairs: int, device: torch.device,

@@ -17,11 +17,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from llmctl.core.jobs import is_active, parent_pid
 from llmctl.core.runs import list_runs
 
+T = TypeVar("T")
 HISTORY_FIELDS = ("util", "mem_pct")
 
 
@@ -344,22 +345,22 @@ class GpuPoller:
         return self._thread is not None and self._thread.is_alive()
 
 
-def _num(v: Any) -> float | None:
+def _as(kind: Callable[[Any], T], v: Any) -> T | None:
+    """``kind(v)`` (float or int), or None for a missing, boolean or unreadable value."""
     if v is None or isinstance(v, bool):
         return None
     try:
-        return float(v)
+        return kind(v)
     except (TypeError, ValueError):
         return None
+
+
+def _num(v: Any) -> float | None:
+    return _as(float, v)
 
 
 def _int(v: Any) -> int | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return None
+    return _as(int, v)
 
 
 def _cuda_version(v: Any) -> str | None:

@@ -10,11 +10,12 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from llmctl.core.atomic import write_bytes
+from llmctl.core.closing import Closing
 
 try:  # orjson is a dependency; json is the fallback
     import orjson
@@ -24,6 +25,24 @@ try:  # orjson is a dependency; json is the fallback
 except ImportError:  # pragma: no cover
     def _loads(b: bytes) -> Any:
         return json.loads(b)
+
+
+def json_objects(lines: Iterable[bytes]) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects among ``lines`` (blank ones passed over), and how many other lines there
+    were (not JSON, or JSON but not an object)."""
+    rows, other = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = _loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            other += 1
+    return rows, other
 
 
 def row_step(row: Any) -> int | None:
@@ -55,7 +74,7 @@ def _clean(v: Any) -> Any:
     return v
 
 
-class MetricsWriter:
+class MetricsWriter(Closing):
     """Append metrics lines to ``path`` (opened lazily, flushed after every line)."""
 
     def __init__(self, path: str | os.PathLike[str], *, start_time: float | None = None) -> None:
@@ -107,12 +126,6 @@ class MetricsWriter:
             self._f.close()
             self._f = None
 
-    def __enter__(self) -> MetricsWriter:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
 
 class JsonlTail:
     """Read the complete lines appended to a JSONL file since the last call.
@@ -149,18 +162,8 @@ class JsonlTail:
         data = self._partial + data
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        rows = []
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                row = _loads(line)
-            except ValueError:
-                row = None
-            if isinstance(row, dict):
-                rows.append(row)
-            else:
-                self.skipped += 1
+        rows, other = json_objects(lines)
+        self.skipped += other
         return rows
 
 

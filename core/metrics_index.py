@@ -20,14 +20,7 @@ from typing import Any
 
 import numpy as np
 
-try:
-    import orjson
-
-    _loads = orjson.loads
-except ImportError:  # pragma: no cover
-    import json
-
-    _loads = json.loads
+from llmctl.core.metrics import json_objects
 
 CHUNK_BYTES = 4 << 20  # small chunks keep the parser's transient memory small
 ARROW_MIN_BYTES = 256 << 10
@@ -120,16 +113,7 @@ class Series:
 
 
 def _columns_orjson(lines: list[bytes]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    rows = []
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            r = _loads(line)
-        except ValueError:
-            continue
-        if isinstance(r, dict) and isinstance(r.get("step"), int | float):
-            rows.append(r)
+    rows = [r for r in json_objects(lines)[0] if isinstance(r.get("step"), int | float)]
     steps = np.fromiter((r["step"] for r in rows), dtype=np.int64, count=len(rows))
     keys: dict[str, None] = {}
     for r in rows:

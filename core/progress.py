@@ -19,6 +19,8 @@ import sys
 import time
 from typing import IO, Any
 
+from llmctl.core.closing import Closing
+
 ENV_PROGRESS = "LLMCTL_PROGRESS"  # auto (default) | plain | off
 PLAIN_EVERY_S = 10.0
 _STEP_LINE = re.compile(r"^\s*(\S+) step (\d+)/(\d+)\b")
@@ -60,7 +62,16 @@ def figures(done: float, total: float | None, elapsed: float, start: float = 0, 
     return out
 
 
-class Progress:
+def print_above(bar: Any, msg: str, stream: IO[str]) -> None:
+    """``msg`` printed above a running rich progress ``bar``, or as a plain line to ``stream``
+    when there is none."""
+    if bar is not None:
+        bar.console.print(msg, markup=False, highlight=False)
+    else:
+        print(msg, file=stream, flush=True)
+
+
+class Progress(Closing):
     """``done`` out of ``total`` ``unit``s of ``label``, shown as a bar on a terminal and as plain
     periodic lines otherwise (see the module doc)."""
 
@@ -122,19 +133,10 @@ class Progress:
 
     def print(self, msg: str) -> None:
         """A message above the bar (or a plain line)."""
-        if self.bar is not None:
-            self.bar.console.print(msg, markup=False, highlight=False)
-        else:
-            print(msg, file=self.stream, flush=True)
+        print_above(self.bar, msg, self.stream)
 
     def close(self) -> None:
         """Stop the bar (its last state stays on screen)."""
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -13,6 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LLMCTL_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 TOKENIZER_FILE = SHARED_DATA / "tokenizer" / "r50k_base.tiktoken"
 
+PROMPT_TEXTS = ("First Citizen:\nBefore we proceed any further, hear me speak.", "All:\nSpeak, speak.",
+                "You are all resolved rather to die than to famish?", "Resolved. resolved.",
+                "First, you know Caius Marcius is chief enemy to the people.")
+
 if TOKENIZER_FILE.exists():
     os.environ.setdefault("LLMCTL_TIKTOKEN_FILE", str(TOKENIZER_FILE))
 
@@ -37,6 +41,12 @@ def tokenizer(tokenizer_file: Path):
     return get_tokenizer(tokenizer_file)
 
 
+@pytest.fixture(scope="session")
+def prompts(tokenizer) -> list[list[int]]:
+    """Five real lines of different lengths (Shakespeare), as token ids: prompts to generate from."""
+    return [tokenizer.encode(t) for t in PROMPT_TEXTS]
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A fresh, initialised workspace in a temporary folder (also set as $LLMCTL_WORKSPACE)."""
@@ -45,6 +55,14 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     root = tmp_path / "ws"
     monkeypatch.setenv("LLMCTL_WORKSPACE", str(root))
     return init_workspace(root)
+
+
+@pytest.fixture
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Hugging Face cache of the test's own (``$HF_HOME``, ``$HF_DATASETS_CACHE``)."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    return tmp_path / "hf"
 
 
 @pytest.fixture

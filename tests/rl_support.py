@@ -82,3 +82,32 @@ def arithmetic_sft(ws, steps: int = 80, batch_size: int = 32, lr: float = 3e-3, 
     model = fresh_model(seed)
     model.load_state_dict(_arithmetic_sft_state(steps, batch_size, lr, seed))
     return save_sft(ws, model, name="arith", step=steps)
+
+
+def reward_rise(stage: str, train: list[dict], extra: str) -> dict[str, tuple[float, float]]:
+    """Mean reward, format and correctness over the first and the last four training rows of an
+    on-policy run, printed (with ``extra``) and returned as ``{key: (first, last)}``."""
+    def mean(key: str, part: list[dict]) -> float:
+        return sum(r[key] for r in part) / len(part)
+
+    means = {k: (mean(k, train[:4]), mean(k, train[-4:])) for k in ("reward", "rewards/format", "rewards/correct")}
+    print(f"{stage} reward {means['reward'][0]:.3f} -> {means['reward'][1]:.3f}, "
+          f"format {means['rewards/format'][0]:.3f} -> {means['rewards/format'][1]:.3f}, "
+          f"correct {means['rewards/correct'][0]:.3f} -> {means['rewards/correct'][1]:.3f}, {extra}")
+    return means
+
+
+# a 12-step on-policy run on level-1 arithmetic after the short SFT (held-out check greedy only)
+SHORT_RUN = dict(max_steps=12, max_new_tokens=24, micro_batch_size=64, kl_coef=0.0, format_weight=0.5,
+                 eval_prompts=32, eval_samples=0, eval_every=0, save_every=0, log_every=1, progress=False,
+                 arithmetic_level=1, samples_per_step=8)
+
+
+def run_after_short_sft(workspace, shared_data: Path, stage: str, params) -> list[dict]:
+    """The metrics rows of ``stage`` run with ``params`` on the arithmetic prompts, starting from the
+    50-step arithmetic SFT (made once per session)."""
+    from stage_support import run_in_process
+
+    ws = rl_workspace(workspace, shared_data)
+    arithmetic_sft(ws, steps=50)
+    return run_in_process(ws, stage, params)[2]

@@ -145,3 +145,53 @@ def test_no_folder_holds_more_than_a_quarter_of_the_code():
     shares = {f: n / total for f, n in folders.items()}
     print("\n".join(f"{f:16} {n:6} lines {shares[f]:.1%}" for f, n in sorted(folders.items())))
     assert max(shares.values()) <= 0.25, shares
+
+
+TOKENIZER_BUILDERS = {  # the only modules that build a tokenizer; everything else asks ``ws.tokenizer()``
+    REPO / "core" / "tokenizer.py",
+    REPO / "core" / "workspace.py",
+    REPO / "trainers" / "export_hf.py",  # from the ranks file its caller names (``ws.tokenizer_file()``)
+}
+
+
+def test_only_the_workspace_builds_a_tokenizer():
+    bad = []
+    for top in PACKAGES:
+        for path in modules(top):
+            if path in TOKENIZER_BUILDERS:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "get_tokenizer":
+                    bad.append(f"{path.relative_to(REPO)}:{node.lineno} calls get_tokenizer (use ws.tokenizer())")
+    assert not bad, "\n".join(bad)
+
+
+LONG, TOO_LONG, MOST_LONG = 80, 100, 3  # lines of one function: none over TOO_LONG, at most MOST_LONG over LONG
+
+
+def function_lengths(folders: tuple[str, ...] = tuple(PACKAGES)) -> list[tuple[int, str]]:
+    """(lines, "path:line name") of every function and method, decorators left out."""
+    out = []
+    for top in folders:
+        for path in modules(top):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    out.append((node.end_lineno - node.lineno + 1,
+                                f"{path.relative_to(REPO)}:{node.lineno} {node.name}"))
+    return sorted(out, reverse=True)
+
+
+def test_no_function_is_too_long():
+    lengths = function_lengths()
+    too_long = [f"{where} ({n} lines)" for n, where in lengths if n > TOO_LONG]
+    assert not too_long, f"split these (over {TOO_LONG} lines):\n" + "\n".join(too_long)
+    long = [f"{where} ({n} lines)" for n, where in lengths if n > LONG]
+    assert len(long) <= MOST_LONG, f"more than {MOST_LONG} functions over {LONG} lines:\n" + "\n".join(long)
+
+
+def test_the_length_check_sees_a_long_function(tmp_path, monkeypatch):
+    (tmp_path / "core").mkdir()
+    body = "".join(f"    x{i} = {i}\n" for i in range(TOO_LONG))
+    (tmp_path / "core" / "planted.py").write_text(f"def planted():\n{body}")
+    monkeypatch.setattr(__import__(__name__), "REPO", tmp_path)
+    assert function_lengths(("core",)) == [(TOO_LONG + 1, "core/planted.py:1 planted")]

@@ -17,20 +17,11 @@ from llmctl.trainers.model import GPT, GPTConfig
 from llmctl.trainers.rl_losses import gather_logprobs
 from llmctl.trainers.rollout import pack
 
-TEXTS = ["First Citizen:\nBefore we proceed any further, hear me speak.", "All:\nSpeak, speak.",
-         "You are all resolved rather to die than to famish?", "Resolved. resolved.",
-         "First, you know Caius Marcius is chief enemy to the people."]
-
 
 @pytest.fixture(scope="module")
 def model() -> GPT:
     torch.manual_seed(0)
     return GPT(GPTConfig(n_layer=3, n_head=2, n_embd=64, block_size=256)).eval()
-
-
-@pytest.fixture(scope="module")
-def prompts(tokenizer) -> list[list[int]]:
-    return [tokenizer.encode(t) for t in TEXTS]
 
 
 def assert_same_greedy(model: GPT, prompts: list[list[int]], fast: list[list[int]], eager: list[list[int]]) -> None:

@@ -16,10 +16,8 @@ def model() -> GPT:
 
 
 @pytest.fixture(scope="module")
-def prompts(tokenizer) -> list[list[int]]:
-    texts = ["First Citizen:\nBefore we proceed any further, hear me speak.", "All:\nSpeak, speak.",
-             "You are all resolved rather to die than to famish?"]
-    return [tokenizer.encode(t) for t in texts]
+def prompts(prompts: list[list[int]]) -> list[list[int]]:
+    return prompts[:3]
 
 
 def test_kv_cache_matches_full_recompute(model, prompts):

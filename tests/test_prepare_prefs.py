@@ -8,35 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from stage_support import invoke, prepare, read_jsonl
 
-from llmctl.core.cli import app
 from llmctl.core.data.chat import encode_chat, encode_prompt
 from llmctl.core.data.prepare_prefs import parse_hh_transcript, prompt_key
 from llmctl.core.tokenizer import EOT_ID
-from llmctl.core.workspace import init_workspace
 from llmctl.trainers.pref_data import PreferenceDataset, collate_pairs, encode_pair, read_pairs
 
-runner = CliRunner()
-STAGE = "prepare-prefs"
-
-
-def invoke(args: list[str], mp: pytest.MonkeyPatch):
-    mp.delenv("LLMCTL_RUN_DIR", raising=False)
-    res = runner.invoke(app, args)
-    mp.delenv("LLMCTL_RUN_DIR", raising=False)
-    return res
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(x) for x in f if x.strip()]
-
-
-@pytest.fixture(autouse=True)
-def _hf_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+pytestmark = pytest.mark.usefixtures("hf_cache")
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +25,9 @@ def built(tmp_path_factory, shared_data):
     params = {"hh_rlhf": [str(shared_data / "hh-rlhf" / "*.jsonl.gz")],
               "ultrafeedback": [str(uf / "ultrafeedback_binarized.train_clean.jsonl")],
               "ultrafeedback_test": [str(uf / "ultrafeedback_binarized.eval_clean.jsonl")]}
-    ws = init_workspace(root)
-    ws.config["stages"].setdefault(STAGE, {}).update(params)
-    ws.save_config()
-    flags = []
-    for k, v in params.items():
-        flags += ["--" + k.replace("_", "-"), v[0]]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HOME", str(root.parent / "hf"))
-        res = invoke(["prepare", "prefs", "--workspace", str(root), *flags], mp)
-        assert res.exit_code == 0, res.output
-        status = invoke(["status", "--json", "--workspace", str(root)], mp)
+    status = prepare(root, "prefs", **params)
     data = root / "data"
-    return {"root": root, "status": json.loads(status.output),
+    return {"root": root, "status": status,
             "train": read_pairs(data / "preferences.jsonl"), "test": read_pairs(data / "preferences_test.jsonl"),
             "manifest": json.loads((data / "preferences.jsonl.manifest.json").read_text())}
 

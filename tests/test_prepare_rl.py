@@ -4,50 +4,22 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from stage_support import invoke, prepare, read_jsonl
 
-from llmctl.core.cli import app
 from llmctl.core.data.prepare_sft import question_key
-from llmctl.core.workspace import init_workspace
 
-runner = CliRunner()
-STAGE = "prepare-rl"
-
-
-def invoke(args: list[str], mp: pytest.MonkeyPatch):
-    mp.delenv("LLMCTL_RUN_DIR", raising=False)
-    res = runner.invoke(app, args)
-    mp.delenv("LLMCTL_RUN_DIR", raising=False)
-    return res
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines()]
-
-
-@pytest.fixture(autouse=True)
-def _hf_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+pytestmark = pytest.mark.usefixtures("hf_cache")
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("rl") / "ws"
     params = {"gsm8k": str(shared_data / "gsm8k"), "arithmetic_n": 40, "arithmetic_levels": [1, 2, 6]}
-    ws = init_workspace(root)
-    ws.config["stages"].setdefault(STAGE, {}).update(params)
-    ws.save_config()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HOME", str(root.parent / "hf"))
-        res = invoke(["prepare", "rl", "--workspace", str(root), "--gsm8k", params["gsm8k"], "--arithmetic-n", "40",
-                      "--arithmetic-levels", "1", "--arithmetic-levels", "2", "--arithmetic-levels", "6"], mp)
-        assert res.exit_code == 0, res.output
-        status = invoke(["status", "--json", "--workspace", str(root)], mp)
+    status = prepare(root, "rl", **params)
     data = root / "data"
-    return {"root": root, "status": json.loads(status.output),
+    return {"root": root, "status": status,
             "train": read_jsonl(data / "rl_prompts_train.jsonl"), "test": read_jsonl(data / "rl_prompts_test.jsonl"),
             "arith": read_jsonl(data / "arithmetic_prompts.jsonl"),
             "manifests": {k: json.loads((data / f"{k}.manifest.json").read_text())

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
+from stage_support import invoke, prepare
 
-from llmctl.core.cli import app
 from llmctl.core.data.chat import encode_chat
 from llmctl.core.data.prepare_sft import (
     check_gsm8k_example,
@@ -24,30 +23,8 @@ from llmctl.core.data.prepare_sft import (
 )
 from llmctl.core.data.prompts import format_question, gsm8k_target
 from llmctl.core.tokenizer import EOT_ID
-from llmctl.core.workspace import init_workspace
 
-runner = CliRunner()
-STAGE = "prepare-sft"
-
-
-def invoke(args: list[str], mp: pytest.MonkeyPatch):
-    """Run the CLI in-process (each run makes its own run folder)."""
-    mp.delenv("LLMCTL_RUN_DIR", raising=False)
-    res = runner.invoke(app, args)
-    mp.delenv("LLMCTL_RUN_DIR", raising=False)
-    return res
-
-
-def configured(root: Path, **params) -> tuple[object, list[str]]:
-    """A workspace whose llmctl.toml holds ``params`` for the stage, and the same as CLI flags."""
-    ws = init_workspace(root)
-    ws.config["stages"].setdefault(STAGE, {}).update(params)
-    ws.save_config()
-    flags = []
-    for k, v in params.items():
-        for item in v if isinstance(v, list) else [v]:
-            flags += ["--" + k.replace("_", "-"), str(item)]
-    return ws, flags
+pytestmark = pytest.mark.usefixtures("hf_cache")
 
 
 def sources(shared: Path) -> dict:
@@ -56,29 +33,18 @@ def sources(shared: Path) -> dict:
             "gsm8k": str(shared / "gsm8k")}
 
 
-@pytest.fixture(autouse=True)
-def _hf_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, shared_data):
     """One full run on the real files (all of them), through the CLI, read back."""
     root = tmp_path_factory.mktemp("sft") / "ws"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HOME", str(root.parent / "hf"))
-        ws, flags = configured(root, **sources(shared_data), include_arithmetic=60)
-        res = invoke(["prepare", "sft", "--workspace", str(root), *flags], mp)
-        assert res.exit_code == 0, res.output
-        status = invoke(["status", "--json", "--workspace", str(root)], mp)
+    status = prepare(root, "sft", **sources(shared_data), include_arithmetic=60)
     path = root / "data" / "sft_packed.h5"
     with h5py.File(path, "r") as f:
         arrays = {k: f[k][:] for k in f}
         attrs = dict(f.attrs)
     manifest = json.loads((root / "data" / "sft_packed.h5.manifest.json").read_text())
     return {"root": root, "path": path, "a": arrays, "attrs": attrs, "manifest": manifest,
-            "status": json.loads(status.output)}
+            "status": status}
 
 
 def test_artifact_is_ready_with_counts(built):

@@ -9,9 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
+from stage_support import make_token_files
 
 from llmctl.core import jobs
 from llmctl.core.artifacts import pid_alive, ready_checkpoints
@@ -20,16 +19,6 @@ from llmctl.core.status import artifact_statuses
 from llmctl.core.train_params import PretrainParams
 from llmctl.trainers import pretrain
 from llmctl.trainers.checkpoint import load_checkpoint
-
-
-def make_token_files(ws, tokenizer, shared_data, chars: int) -> None:
-    """pile_train.h5 / pile_dev.h5 from real text (tinyshakespeare), 90/10."""
-    text = (shared_data / "pile-sample" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:chars]
-    ids = np.asarray(tokenizer.encode(text), dtype=np.int32)
-    cut = len(ids) * 9 // 10
-    for name, arr in (("pile_train.h5", ids[:cut]), ("pile_dev.h5", ids[cut:])):
-        with h5py.File(ws.data_dir / name, "w") as f:
-            f.create_dataset("tokens", data=arr)
 
 ARGS = dict(preset="tiny", n_embd=64, block_size=64, context_length=32, max_steps=2, log_every=1,
             eval_every=2, eval_batches=1, warmup_steps=1, progress=False)

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 from rl_support import fresh_model, prefs_workspace, save_sft
+from stage_support import run_headless, run_in_process
 
 from llmctl.core import runs
 from llmctl.core.metrics import read_metrics
@@ -57,14 +58,8 @@ def test_sequence_logprobs_sum_the_response_tokens(ws):
 
 
 def test_dpo_cli_headless_logs_trl_names(ws):
-    argv = [sys.executable, "-m", "llmctl.core.cli", "run", "dpo", "--workspace", str(ws.root), "--no-progress",
-            "--max-steps", "2", "--batch-size", "2", "--max-length", "48", "--eval-pairs", "4", "--eval-every", "1",
-            "--log-every", "1", "--lr", "1e-3"]
-    env = {k: v for k, v in os.environ.items() if k != runs.ENV_RUN_DIR}
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (run_dir,) = list((ws.runs_dir / "dpo").iterdir())
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    run_dir, rows = run_headless(ws, "dpo", "--max-steps", "2", "--batch-size", "2", "--max-length", "48",
+                                 "--eval-pairs", "4", "--eval-every", "1", "--log-every", "1", "--lr", "1e-3")
     train = [r for r in rows if "train/loss" in r]
     assert [r["step"] for r in train] == [1, 2]
     for key in DPO_KEYS:
@@ -79,12 +74,9 @@ def test_dpo_cli_headless_logs_trl_names(ws):
 
 
 def test_dpo_ipo_runs(ws):
-    from llmctl.trainers.dpo import run
 
-    run_dir = runs.new_run_dir(ws.runs_dir, "dpo")
-    summary = run(ws, DPOParams(max_steps=1, batch_size=2, max_length=48, eval_pairs=2, loss_type="ipo",
-                                progress=False), run_dir)
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    summary, run_dir, rows = run_in_process(ws, "dpo", DPOParams(max_steps=1, batch_size=2, max_length=48,
+                                                                  eval_pairs=2, loss_type="ipo", progress=False))
     # IPO at policy == reference: (0 - 1/(2 beta))^2 = 25 for beta 0.1
     assert rows[0]["train/loss"] == pytest.approx(25.0, rel=1e-4)
     assert summary["checkpoint"]
@@ -92,15 +84,12 @@ def test_dpo_ipo_runs(ws):
 
 @pytest.mark.slow
 def test_dpo_margins_rise_on_real_pairs(workspace, shared_data):
-    from llmctl.trainers.dpo import run
 
     ws = prefs_workspace(workspace, shared_data, max_pairs=300)
     save_sft(ws, fresh_model())
     params = DPOParams(max_steps=30, batch_size=8, max_length=64, max_pairs=200, lr=1e-3, warmup_steps=3,
                        beta=0.1, eval_pairs=32, eval_every=0, log_every=1, save_every=0, progress=False)
-    run_dir = runs.new_run_dir(ws.runs_dir, "dpo")
-    run(ws, params, run_dir)
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    _, run_dir, rows = run_in_process(ws, "dpo", params)
     margins = [r["rewards/margins"] for r in rows if "rewards/margins" in r]
     acc = [r["rewards/accuracies"] for r in rows if "rewards/accuracies" in r]
     ev = [r for r in rows if "eval/rewards/margins" in r][-1]

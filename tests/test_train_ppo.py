@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
-from rl_support import arithmetic_sft, fresh_model, prefs_workspace, rl_workspace, save_sft
+from rl_support import (
+    SHORT_RUN,
+    fresh_model,
+    prefs_workspace,
+    reward_rise,
+    rl_workspace,
+    run_after_short_sft,
+    save_sft,
+)
+from stage_support import run_headless, run_in_process
 
-from llmctl.core import runs
 from llmctl.core.metrics import read_metrics
 from llmctl.core.rl_params import PPOParams
 from llmctl.core.stages import ParamError, get_stage, resolve_params
@@ -34,14 +38,9 @@ def test_ppo_verifier_cli_and_checkpoint_loads_as_plain_gpt(workspace, shared_da
 
     ws = rl_workspace(workspace, shared_data)
     save_sft(ws, fresh_model())
-    argv = [sys.executable, "-m", "llmctl.core.cli", "run", "ppo", "--workspace", str(ws.root), "--no-progress",
-            "--max-steps", "2", "--prompts-per-step", "2", "--num-generations", "2", "--max-new-tokens", "6",
-            "--eval-prompts", "4", "--eval-every", "2", "--micro-batch-size", "4", "--arithmetic-level", "1"]
-    env = {k: v for k, v in os.environ.items() if k != runs.ENV_RUN_DIR}
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (run_dir,) = list((ws.runs_dir / "ppo").iterdir())
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    run_dir, rows = run_headless(ws, "ppo", "--max-steps", "2", "--prompts-per-step", "2", "--num-generations", "2",
+                                 "--max-new-tokens", "6", "--eval-prompts", "4", "--eval-every", "2",
+                                 "--micro-batch-size", "4", "--arithmetic-level", "1")
     train = [r for r in rows if "value_loss" in r]
     assert [r["step"] for r in train] == [1, 2]
     for key in PPO_KEYS:
@@ -58,7 +57,6 @@ def test_ppo_with_reward_model_on_preference_prompts(workspace, shared_data):
     """Rewards from a reward-model checkpoint (the reward stage's artifact) on the preference prompts."""
     from llmctl.trainers.checkpoint import save_checkpoint
     from llmctl.trainers.heads import REWARD_HEAD, attach_head
-    from llmctl.trainers.ppo import run
 
     ws = prefs_workspace(workspace, shared_data, max_pairs=60)
     save_sft(ws, fresh_model())
@@ -68,9 +66,7 @@ def test_ppo_with_reward_model_on_preference_prompts(workspace, shared_data):
     params = PPOParams(reward="reward_model", max_steps=2, prompts_per_step=2, num_generations=2,
                        max_new_tokens=6, max_prompt_length=48, eval_prompts=2, eval_every=1, micro_batch_size=4,
                        progress=False, samples_per_step=-1)
-    run_dir = runs.new_run_dir(ws.runs_dir, "ppo")
-    summary = run(ws, params, run_dir)
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    summary, run_dir, rows = run_in_process(ws, "ppo", params)
     train = [r for r in rows if "value_loss" in r]
     for key in PPO_KEYS:
         assert all(key in r for r in train), key
@@ -90,27 +86,9 @@ def test_ppo_with_reward_model_on_preference_prompts(workspace, shared_data):
 @pytest.mark.slow
 def test_ppo_reward_rises_after_short_sft(workspace, shared_data):
     """PPO's verifier reward (correct + 0.5 x format) rises on the arithmetic prompts after the
-    same short SFT as the GRPO test (shared within a test session)."""
-    from llmctl.trainers.ppo import run
-
-    ws = rl_workspace(workspace, shared_data)
-    arithmetic_sft(ws, steps=50)
-    params = PPOParams(max_steps=12, prompts_per_step=16, num_generations=4, max_new_tokens=24,
-                       micro_batch_size=64, ppo_epochs=2, kl_coef=0.0, lr=2e-3, format_weight=0.5,
-                       eval_prompts=32, eval_every=0, save_every=0, log_every=1, progress=False,
-                       arithmetic_level=1, samples_per_step=8)
-    run_dir = runs.new_run_dir(ws.runs_dir, "ppo")
-    run(ws, params, run_dir)
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    short arithmetic SFT the other RL tests start from (made once per test session)."""
+    rows = run_after_short_sft(workspace, shared_data, "ppo", PPOParams(
+        **SHORT_RUN, prompts_per_step=16, num_generations=4, ppo_epochs=2, lr=2e-3))
     train = [r for r in rows if "value_loss" in r]
-    reward = [r["reward"] for r in train]
-
-    def mean(key, part):
-        return sum(r[key] for r in part) / len(part)
-
-    first, last = train[:4], train[-4:]
-    print(f"PPO reward {mean('reward', first):.3f} -> {mean('reward', last):.3f}, "
-          f"format {mean('rewards/format', first):.3f} -> {mean('rewards/format', last):.3f}, "
-          f"correct {mean('rewards/correct', first):.3f} -> {mean('rewards/correct', last):.3f}, "
-          f"value loss {train[0]['value_loss']:.4f} -> {train[-1]['value_loss']:.4f}")
-    assert mean("reward", last) > mean("reward", first) + 0.1, reward
+    r0, r1 = reward_rise("PPO", train, f"value loss {train[0]['value_loss']:.4f} -> {train[-1]['value_loss']:.4f}")["reward"]
+    assert r1 > r0 + 0.1, [r["reward"] for r in train]

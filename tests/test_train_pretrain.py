@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 import torch
+from stage_support import make_token_files
 
 from llmctl.core import jobs
 from llmctl.core.artifacts import ready_checkpoints
@@ -25,16 +23,6 @@ from llmctl.trainers.optim import make_optimizer
 
 FAST = dict(preset="tiny", n_embd=64, block_size=64, context_length=64, batch_size=2, log_every=1,
             eval_batches=2, warmup_steps=2, lr=3e-3, progress=False)
-
-
-def make_token_files(ws, tokenizer, shared_data: Path, chars: int = 120_000) -> None:
-    """pile_train.h5 / pile_dev.h5 from real text (tinyshakespeare), 90/10."""
-    text = (shared_data / "pile-sample" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:chars]
-    ids = np.asarray(tokenizer.encode(text), dtype=np.int32)
-    cut = len(ids) * 9 // 10
-    for name, arr in (("pile_train.h5", ids[:cut]), ("pile_dev.h5", ids[cut:])):
-        with h5py.File(ws.data_dir / name, "w") as f:
-            f.create_dataset("tokens", data=arr)
 
 
 def run_stage(ws, run_id: str, **kw):

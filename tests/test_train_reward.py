@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from rl_support import fresh_model, prefs_workspace, save_sft
+from stage_support import run_in_process
 
-from llmctl.core import runs
 from llmctl.core.rl_params import RewardParams
 from llmctl.core.stages import ParamError, get_stage, resolve_params
 
@@ -59,16 +58,12 @@ def test_reward_model_learns_real_preferences(workspace, shared_data: Path):
     from llmctl.trainers.heads import load_reward_model
     from llmctl.trainers.pref_data import PreferenceDataset, collate_pairs, read_pairs
     from llmctl.trainers.reward import pair_scores
-    from llmctl.trainers.reward import run as train_reward
 
     ws = prefs_workspace(workspace, shared_data, max_pairs=300)
     save_sft(ws, fresh_model())
     params = RewardParams(max_steps=60, batch_size=16, max_length=64, lr=1e-3, warmup_steps=5, eval_every=30,
                           eval_pairs=64, log_every=5, save_every=0, progress=False, max_pairs=240)
-    run_dir = runs.new_run_dir(ws.runs_dir, "reward")
-    summary = train_reward(ws, params, run_dir)
-
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    summary, run_dir, rows = run_in_process(ws, "reward", params)
     train_acc = [r["train/accuracy"] for r in rows if "train/accuracy" in r]
     evals = [r for r in rows if "eval/accuracy" in r]
     assert evals and all("eval/margin" in r for r in evals)

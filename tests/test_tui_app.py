@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import tomllib
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from tui_support import FakeNVML, build_workspace, h100, screen_text, start_training_job, wait_for
@@ -72,6 +75,22 @@ def stop(run) -> None:
         core_jobs.wait_job(run, timeout=10)
 
 
+@contextlib.contextmanager
+def live_job(ws, delay: float) -> Iterator[Path]:
+    """A long pretrain job running in the background: its run folder; killed on the way out."""
+    run = start_training_job(ws, steps=3000, delay=delay)
+    try:
+        yield run
+    finally:
+        stop(run)
+
+
+async def job_active(app, pilot, run: Path) -> bool:
+    """Wait until the app lists the job of ``run`` as active."""
+    key = f"pretrain/{run.name}"
+    return await wait_for(pilot, lambda: app.state.job(key) is not None and app.state.job(key).active)
+
+
 async def test_main_screen_shows_everything(ws):
     app = make_app(ws)
     async with app.run_test(size=SIZE) as pilot:
@@ -135,13 +154,11 @@ async def test_launch_rejects_bad_params(ws):
 
 
 async def test_live_job_curves_log_rollouts_then_cancel(ws):
-    run = start_training_job(ws, steps=3000, delay=0.03)
-    try:
+    with live_job(ws, delay=0.03) as run:
         app = make_app(ws)
         async with app.run_test(size=SIZE) as pilot:
             await ready(app, pilot)
-            assert await wait_for(pilot, lambda: app.state.job(f"pretrain/{run.name}") is not None
-                                  and app.state.job(f"pretrain/{run.name}").active)
+            assert await job_active(app, pilot, run)
             jobs = app.screen.query_one("#jobs")
             jobs.focus()
             assert await wait_for(pilot, lambda: jobs.select_key(f"pretrain/{run.name}"))
@@ -163,13 +180,10 @@ async def test_live_job_curves_log_rollouts_then_cancel(ws):
             assert screen.job["state"] == "cancelled"
             await pilot.press("2")
             assert await wait_for(pilot, lambda: "caught SIGTERM" in screen_text(app))
-    finally:
-        stop(run)
 
 
 async def test_quitting_keeps_jobs_and_reopening_reattaches(ws):
-    run = start_training_job(ws, steps=3000, delay=0.05)
-    try:
+    with live_job(ws, delay=0.05) as run:
         app = make_app(ws)
         async with app.run_test(size=SIZE) as pilot:
             await ready(app, pilot)
@@ -178,12 +192,9 @@ async def test_quitting_keeps_jobs_and_reopening_reattaches(ws):
         app2 = make_app(ws)
         async with app2.run_test(size=SIZE) as pilot:
             await ready(app2, pilot)
-            key = f"pretrain/{run.name}"
-            assert await wait_for(pilot, lambda: app2.state.job(key) is not None and app2.state.job(key).active)
+            assert await job_active(app2, pilot, run)
             assert await wait_for(pilot, lambda: "running" in screen_text(app2))
             assert app2.state.stage("pretrain").state == "running"
-    finally:
-        stop(run)
 
 
 async def test_rerun_a_finished_job(ws):
@@ -290,8 +301,7 @@ async def test_help_and_command_palette(ws):
 
 
 async def test_gpu_in_use_is_flagged_when_launching(ws):
-    run = start_training_job(ws, steps=3000, delay=0.05)
-    try:
+    with live_job(ws, delay=0.05) as run:
         pid = None
         for _ in range(200):
             pid = core_jobs.job_state(run).get("pid")
@@ -312,8 +322,6 @@ async def test_gpu_in_use_is_flagged_when_launching(ws):
             await pilot.pause()
             assert "already in use" in str(app.screen.query_one("#launch-error").render())
             assert type(app.screen).__name__ == "LaunchScreen"
-    finally:
-        stop(run)
 
 
 @pytest.mark.slow

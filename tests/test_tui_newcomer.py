@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_tui_snapshots import SIZE, drawn, no_blink, settled, snap_app
+from test_tui_snapshots import SIZE, drawn, settled, snap_app
 from tui_support import FIXED_TIME, build_workspace, screen_text, wait_for
 
 from llmctl.tui.widgets.log_view import CONTINUATION, wrap_line
@@ -90,7 +90,6 @@ def test_launch_form_names_missing_prerequisites(snap_compare, newcomer_ws, monk
         pilot.app.open_launch("dpo")  # needs preferences (built) and an SFT checkpoint (not built)
         assert await wait_for(pilot, lambda: bool(pilot.app.screen.query("#launch-prereq"))
                               and pilot.app.screen.query_one("#launch-prereq").display)
-        no_blink(pilot.app)
         await settled(pilot, "#launch")
         text = " ".join(screen_text(pilot.app).split())
         assert "does not exist" in text and "fix: set LLMCTL_TIKTOKEN_FILE=/path/to/r50k_base.tiktoken" in text

@@ -7,7 +7,9 @@ Stage states come from which stages are built, so snapshots change when a stage 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tui_support import FIXED_TIME, FakeNVML, build_workspace, h100, wait_for
@@ -52,23 +54,34 @@ async def drawn(pilot) -> None:
 
 
 async def settled(pilot, focus: str | None = None) -> None:
-    """Focus ``focus`` (what has focus decides the cursor colours), wait until every table has sized
-    its columns (DataTable does it when idle), then one more frame."""
-    from textual.widgets import DataTable
+    """Focus ``focus`` (what has focus decides the cursor colours), stop text cursors blinking (a
+    snapshot must not depend on the blink phase), wait until every table has sized its columns
+    (DataTable does it when idle), then one more frame."""
+    from textual.widgets import DataTable, Input
 
     app = pilot.app
     await pilot.pause()
+    for inp in app.screen.query(Input):
+        inp.cursor_blink = False
     if focus:
         app.screen.query_one(focus).focus()
     assert await wait_for(pilot, lambda: not any(t._require_update_dimensions for t in app.screen.query(DataTable)))
     await pilot.pause()
 
 
-def no_blink(app) -> None:
-    from textual.widgets import Input
+def opened(open_screen: Callable[[LlmctlApp], object], ready: Callable[[Any], bool], focus: str | None,
+           *keys: str) -> Callable[[Any], Awaitable[None]]:
+    """What a snapshot runs before it is taken: the main screen drawn, ``open_screen(app)``, a wait
+    until ``ready(screen)``, ``keys`` pressed, then :func:`settled` with ``focus`` focused."""
+    async def run_before(pilot) -> None:
+        await drawn(pilot)
+        open_screen(pilot.app)
+        assert await wait_for(pilot, lambda: ready(pilot.app.screen))
+        for key in keys:
+            await pilot.press(key)
+        await settled(pilot, focus)
 
-    for inp in app.screen.query(Input):
-        inp.cursor_blink = False
+    return run_before
 
 
 def test_main_screen(snap_compare, snap_ws):
@@ -76,47 +89,27 @@ def test_main_screen(snap_compare, snap_ws):
 
 
 def test_launch_modal(snap_compare, snap_ws):
-    async def run_before(pilot):
-        await drawn(pilot)
-        pilot.app.open_launch("pretrain")
-        assert await wait_for(pilot, lambda: bool(pilot.app.screen.query("#p-max_steps")))
-        no_blink(pilot.app)
-        await settled(pilot, "#launch")
-
+    run_before = opened(lambda app: app.open_launch("pretrain"), lambda screen: bool(screen.query("#p-max_steps")),
+                        "#launch")
     assert snap_compare(snap_app(snap_ws), terminal_size=SIZE, run_before=run_before)
 
 
 def test_job_screen_curves(snap_compare, snap_ws):
-    async def run_before(pilot):
-        await drawn(pilot)
-        pilot.app.open_job("pretrain/20260101-000000-aaaa")
-        assert await wait_for(pilot, lambda: getattr(pilot.app.screen, "curves", None) is not None
-                              and pilot.app.screen.files)
-        await settled(pilot, ".metric-list")
-
+    run_before = opened(lambda app: app.open_job("pretrain/20260101-000000-aaaa"),
+                        lambda screen: getattr(screen, "curves", None) is not None and screen.files, ".metric-list")
     assert snap_compare(snap_app(snap_ws), terminal_size=SIZE, run_before=run_before)
 
 
 def test_rollouts_tab(snap_compare, snap_ws):
-    async def run_before(pilot):
-        await drawn(pilot)
-        pilot.app.open_job("grpo/20260101-020000-cccc")
-        assert await wait_for(pilot, lambda: len(getattr(pilot.app.screen, "files", [])) > 0
-                              and len(pilot.app.screen.query_one("#rollouts-view").records) == 6)
-        await pilot.press("3")
-        await settled(pilot, ".rollout-table")
-
+    run_before = opened(lambda app: app.open_job("grpo/20260101-020000-cccc"),
+                        lambda screen: len(getattr(screen, "files", [])) > 0
+                        and len(screen.query_one("#rollouts-view").records) == 6, ".rollout-table", "3")
     assert snap_compare(snap_app(snap_ws), terminal_size=SIZE, run_before=run_before)
 
 
-def _preview(target: str):
-    async def run_before(pilot):
-        await drawn(pilot)
-        pilot.app.open_preview(target)
-        assert await wait_for(pilot, lambda: getattr(pilot.app.screen, "pv", None) is not None)
-        await settled(pilot, ".preview-meta")
-
-    return run_before
+def _preview(target: str) -> Callable[[Any], Awaitable[None]]:
+    return opened(lambda app: app.open_preview(target), lambda screen: getattr(screen, "pv", None) is not None,
+                  ".preview-meta")
 
 
 def test_preview_sft_rows(snap_compare, snap_ws):
@@ -128,22 +121,14 @@ def test_preview_jsonl_table(snap_compare, snap_ws):
 
 
 def test_history(snap_compare, snap_ws):
-    async def run_before(pilot):
-        await drawn(pilot)
-        pilot.app.open_history("pretrain")
-        assert await wait_for(pilot, lambda: bool(getattr(pilot.app.screen, "runs", None)))
-        await settled(pilot, "#hist-runs")
-
+    run_before = opened(lambda app: app.open_history("pretrain"), lambda screen: bool(getattr(screen, "runs", None)),
+                        "#hist-runs")
     assert snap_compare(snap_app(snap_ws), terminal_size=SIZE, run_before=run_before)
 
 
 def test_eval_browser(snap_compare, snap_ws):
-    async def run_before(pilot):
-        await drawn(pilot)
-        pilot.app.open_evals()
-        assert await wait_for(pilot, lambda: bool(getattr(pilot.app.screen, "examples", None)))
-        await settled(pilot, "#eval-examples")
-
+    run_before = opened(lambda app: app.open_evals(), lambda screen: bool(getattr(screen, "examples", None)),
+                        "#eval-examples")
     assert snap_compare(snap_app(snap_ws), terminal_size=SIZE, run_before=run_before)
 
 

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from llmctl.core.artifacts import ArtifactWriter, newest_checkpoint, read_manifest, ready_checkpoints
 from llmctl.core.render import human_bytes
 from llmctl.core.runs import RunStopped
+from llmctl.core.workspace import Workspace
 from llmctl.trainers.model import GPT, GPTConfig
 
 WEIGHTS = "model.safetensors"
@@ -177,7 +178,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     raise FileNotFoundError(f"no ready checkpoint at {p}")
 
 
-def find_checkpoint(ws: Any, ref: str) -> Path:
+def find_checkpoint(ws: Workspace, ref: str) -> Path:
     """A ready step folder for ``ref``: a step/run/stage folder (absolute or workspace-relative),
     or a stage name (``sft``) meaning that stage's newest ready checkpoint."""
     p = ws.path(ref)

@@ -23,6 +23,7 @@ from llmctl.core.atomic import write_json
 from llmctl.core.metrics import MetricsWriter
 from llmctl.core.runs import METRICS_FILE, write_provenance
 from llmctl.core.train_params import EvalParams
+from llmctl.core.workspace import Workspace
 from llmctl.trainers import heldout as heldout_measure
 from llmctl.trainers.batches import fixed_token_batches
 from llmctl.trainers.checkpoint import find_checkpoint, load_model
@@ -38,7 +39,7 @@ RESULTS = "results.json"
 EXAMPLES = "examples.jsonl"
 
 
-def find_eval_checkpoint(ws: Any, ckpt: str | None) -> Path:
+def find_eval_checkpoint(ws: Workspace, ckpt: str | None) -> Path:
     """``ckpt`` (a folder or a stage name), else the newest checkpoint of the latest stage that has one."""
     if ckpt:
         return find_checkpoint(ws, ckpt)
@@ -61,7 +62,7 @@ def read_jsonl(path: Path, n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def arithmetic_rows(ws: Any, params: EvalParams) -> tuple[list[dict[str, Any]], str]:
+def arithmetic_rows(ws: Workspace, params: EvalParams) -> tuple[list[dict[str, Any]], str]:
     """Arithmetic questions from the prompts file (filtered by level; with ``arithmetic_heldout``, the
     prompts a GRPO/PPO run of the same seed holds out), else freshly generated."""
     path = ws.path(params.arithmetic_data)
@@ -117,7 +118,7 @@ def answer_questions(model: Any, tok: Any, rows: list[dict[str, Any]], params: E
     return out
 
 
-def heldout_tables(ws: Any, model: Any, ckpt: Path, tok: Any, rows: list[dict[str, Any]], params: EvalParams,
+def heldout_tables(ws: Workspace, model: Any, ckpt: Path, tok: Any, rows: list[dict[str, Any]], params: EvalParams,
                    device: torch.device, dtype: torch.dtype) -> dict[str, dict[str, Any]]:
     """The held-out table of the checkpoint on ``rows`` (``{"checkpoint": table}``), or, with a
     ``baseline``, ``{"before": baseline's, "after": checkpoint's}`` on the same questions and seeds."""
@@ -135,7 +136,7 @@ def heldout_tables(ws: Any, model: Any, ckpt: Path, tok: Any, rows: list[dict[st
     return {"before": before, "after": {"ckpt": str(ckpt), **measure(model)}}
 
 
-def run(ws: Any, params: EvalParams, run_dir: Path) -> dict[str, Any]:
+def run(ws: Workspace, params: EvalParams, run_dir: Path) -> dict[str, Any]:
     """Evaluate a checkpoint; return (and write) the results."""
     if dist_env().rank != 0:  # evaluation runs on one process
         return {}

@@ -40,7 +40,8 @@ from llmctl.core import progress as core_progress
 from llmctl.core.artifacts import artifact_fingerprint, file_fingerprint, newest_checkpoint
 from llmctl.core.metrics import MetricsWriter
 from llmctl.core.runs import METRICS_FILE, RunStopped, record_max_steps, write_provenance
-from llmctl.trainers import distributed as D
+from llmctl.core.workspace import Workspace
+from llmctl.trainers import distributed
 from llmctl.trainers.checkpoint import (
     load_checkpoint,
     prune_checkpoints,
@@ -219,12 +220,12 @@ def input_fingerprint(path: Path) -> Any:
 class Session:
     """One training process of a stage: ranks, device, folders, metrics and the stop flag."""
 
-    def __init__(self, ws: Any, params: Any, run_dir: Path, stage: str) -> None:
+    def __init__(self, ws: Workspace, params: Any, run_dir: Path, stage: str) -> None:
         self.ws, self.params, self.stage = ws, params, stage
         self.run_dir = Path(run_dir)
-        env = D.dist_env()
+        env = distributed.dist_env()
         self.device = resolve_device(getattr(params, "device", "auto"), env.local_rank)
-        self.dist = D.init_distributed(self.device)
+        self.dist = distributed.init_distributed(self.device)
         self.dtype = resolve_dtype(getattr(params, "dtype", "auto"), self.device)
         self.ckpt_dir = ws.checkpoints_dir / stage / self.run_dir.name
         self.is_main = self.dist.is_main
@@ -275,11 +276,11 @@ class Session:
             self.metrics.close()
         if self.extra is not None:
             self.extra.close()
-        D.cleanup_distributed()
+        distributed.cleanup_distributed()
 
 
 @contextlib.contextmanager
-def session(ws: Any, params: Any, run_dir: Path, stage: str) -> Iterator[Session]:
+def session(ws: Workspace, params: Any, run_dir: Path, stage: str) -> Iterator[Session]:
     """A :class:`Session` closed (signal handlers, metrics, DDP) however the run ends."""
     s = Session(ws, params, run_dir, stage)
     try:
@@ -290,7 +291,7 @@ def session(ws: Any, params: Any, run_dir: Path, stage: str) -> Iterator[Session
 
 # ---- which model to train -----------------------------------------------------------------------
 
-def find_start_checkpoint(ws: Any, init: str | None, need_stage: str | None) -> Path | None:
+def find_start_checkpoint(ws: Workspace, init: str | None, need_stage: str | None) -> Path | None:
     """``--init`` (a step/run/stage folder), else the newest ready checkpoint of ``need_stage``."""
     if init:
         return resolve_checkpoint(ws.path(init))
@@ -376,7 +377,7 @@ def train_step(s: Session, model: nn.Module, micro_batches: list[Batch],
     loss is returned as is for the caller's guard. ``grad_norm`` is measured before clipping.
     """
     counts = torch.stack([_n_targets(b) for b in micro_batches]).float()
-    n_targets = D.all_reduce_sum(counts.sum().clone())
+    n_targets = distributed.all_reduce_sum(counts.sum().clone())
     total = n_targets.clamp(min=1.0)
     world = s.dist.world_size
     loss_sum = torch.zeros((), device=s.device)
@@ -390,7 +391,7 @@ def train_step(s: Session, model: nn.Module, micro_batches: list[Batch],
             weight = counts[i] / total
             (loss * weight * world).backward()
         loss_sum += loss.detach().float() * counts[i]  # the micro-batch's summed loss (its mean is 0 when empty)
-    loss_mean = D.all_reduce_sum(loss_sum) / total
+    loss_mean = distributed.all_reduce_sum(loss_sum) / total
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
     return loss_mean, norm.float(), n_targets
 
@@ -463,7 +464,7 @@ def eval_loss(s: Session, model: nn.Module, batches: Iterable[Batch]) -> float:
         tot[0] += loss.double() * n
         tot[1] += n
     model.train(was)
-    D.all_reduce_sum(tot)
+    distributed.all_reduce_sum(tot)
     return float(tot[0] / tot[1]) if tot[1] > 0 else float("nan")
 
 
@@ -547,6 +548,103 @@ def _log_step(s: Session, thr: Throughput, step: int, loss: torch.Tensor, lr: fl
         s.progress.update(step)
 
 
+class _Fit:
+    """What :func:`fit` carries from one optimizer step to the next: the optimizer and schedule, the
+    step, token count and best eval loss, the last checkpoint, and the non-finite guard."""
+
+    def __init__(self, s: Session, raw: GPT, inputs: dict[str, Any], resume: dict[str, Any] | None,
+                 start_ckpt: Path | None) -> None:
+        self.s, self.raw, self.inputs = s, raw, inputs
+        self.optimizer, self.scheduler, self.step, self.tokens, self.best = \
+            _start_fit(s, raw, inputs, resume, start_ckpt)
+        self.last_path: Path | None = None
+        self.last_saved = self.step if resume is not None else -1
+        self.guard = FiniteGuard(self.optimizer, s.device)
+        if resume is not None:
+            self.guard.skipped.fill_(int(resume["extra"].get("skipped_steps", 0)))
+        self.sched_states: dict[int, dict[str, Any]] = {}  # the schedule before each step since the last check
+
+    def save(self, at: int, eval_value: float | None) -> Path | None:
+        s, p = self.s, self.s.params
+        if s.is_main:
+            extra = {"tokens": self.tokens, "best_eval_loss": self.best, "grad_accum": p.grad_accum,
+                     "world_size": s.dist.world_size, "micro_step": at * p.grad_accum,
+                     "skipped_steps": int(self.guard.skipped)}
+            counts = {"tokens": self.tokens, "eval_loss": eval_value if eval_value is not None and
+                      math.isfinite(eval_value) else None}
+            self.last_path = save_checkpoint(s.ckpt_dir, self.raw, self.optimizer, self.scheduler, at, extra,
+                                             stage=s.stage, params=dataclasses.asdict(p), inputs=self.inputs,
+                                             counts=counts, tokenizer=s.tokenizer_info)
+            prune_checkpoints(s.ckpt_dir, p.keep_last)
+        self.last_saved = at
+        distributed.barrier()
+        return self.last_path
+
+    def check_finite(self) -> None:
+        """Stop with a checkpoint of the weights that produced the first non-finite loss, if any."""
+        bad = self.guard.first_bad()
+        if bad is None:
+            self.sched_states.clear()
+            return
+        at, bad_loss, bad_norm = bad
+        self.optimizer.zero_grad(set_to_none=True)
+        self.s.log(at, {"train/loss": bad_loss, "grad_norm": bad_norm})
+        path = self.last_path
+        if self.last_saved != at - 1:  # the weights of step at-1 (later updates were skipped on the device)
+            self.scheduler.load_state_dict(self.sched_states.get(at, self.scheduler.state_dict()))
+            path = self.save(at - 1, None)
+        raise NonFiniteLoss(at, path)
+
+    def stop_if_asked(self) -> None:
+        """On a stop request (any process): a checkpoint of this step, then :class:`Cancelled`."""
+        s, step = self.s, self.step
+        if distributed.any_true(s.stop.requested is not None, s.device):
+            self.check_finite()
+            path = self.save(step, None) if self.last_saved != step else self.last_path
+            s.say(f"{s.stage}: stopped ({s.stop.requested or 'signal'}) at step {step}; checkpoint {path}")
+            raise Cancelled(f"stopped at step {step}; checkpoint {path}")
+
+    def optimizer_step(self, train_model: nn.Module, micro: list[Batch],
+                       thr: Throughput) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One optimizer step over ``micro``: ``(loss, grad norm, lr)``, the first two on the device."""
+        s = self.s
+        loss_t, norm_t, n_t = train_step(s, train_model, micro, s.params.grad_clip)
+        if self.guard.update(self.step + 1, loss_t, norm_t, n_t):
+            self.check_finite()
+        lr = self.scheduler.get_last_lr()[0]
+        self.sched_states[self.step + 1] = self.scheduler.state_dict()
+        self.guard.step()  # no update without target tokens; fused: none once the guard has seen a non-finite step
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        n_tok = sum(int(b["x"].numel()) for b in micro) * s.dist.world_size
+        self.tokens += n_tok
+        thr.add(n_tok)
+        return loss_t, norm_t, lr
+
+    def evaluate(self, eval_model: nn.Module, eval_batches: Callable[[], Iterable[Batch]]) -> float:
+        s = self.s
+        ev = eval_loss(s, eval_model, eval_batches())
+        self.best = min(self.best, ev) if math.isfinite(ev) else self.best
+        s.log(self.step, {"eval/loss": ev})
+        s.say(f"{s.stage} step {self.step}: eval loss {ev:.4f}")
+        return ev
+
+    def summary(self, loss_t: torch.Tensor | None, ev: float | None) -> dict[str, Any]:
+        s = self.s
+        skipped = int(self.guard.skipped)
+        s.progress.close()
+        if skipped:
+            s.say(f"{s.stage}: {skipped} step(s) had no target token (no answer token in any window); "
+                  "their updates were skipped")
+        s.say(f"{s.stage}: done at step {self.step}, checkpoint {self.last_path}")
+        return {"step": self.step, "tokens": self.tokens, "skipped_steps": skipped,
+                "train_loss": float(loss_t) if loss_t is not None and not bool(self.guard.empty) else float("nan"),
+                "eval_loss": ev if ev is not None and math.isfinite(ev) else None,
+                "best_eval_loss": self.best if math.isfinite(self.best) else None,
+                "checkpoint": str(self.last_path) if self.last_path else None, "checkpoints": str(s.ckpt_dir)}
+
+
 def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Batch]],
         eval_batches: Callable[[], Iterable[Batch]] | None, inputs: dict[str, Any],
         resume: dict[str, Any] | None = None, start_ckpt: Path | None = None,
@@ -561,98 +659,44 @@ def fit(s: Session, model: GPT, *, make_train_iter: Callable[[int], Iterator[Bat
     """
     p = s.params
     raw = unwrap_model(model)
-    optimizer, scheduler, step, tokens, best = _start_fit(s, raw, inputs, resume, start_ckpt)
+    run = _Fit(s, raw, inputs, resume, start_ckpt)
 
     eval_model = maybe_compile(raw, p.compile, s.device)  # the same weights, without DDP's hooks
-    train_model = D.wrap_ddp(eval_model, s.device)
-    batches = make_train_iter(step * p.grad_accum)
+    train_model = distributed.wrap_ddp(eval_model, s.device)
+    batches = make_train_iter(run.step * p.grad_accum)
     thr = Throughput(raw.estimate_flops_per_token(seq_len or raw.config.block_size),
                      gpu_peak_flops(s.device, p.peak_tflops), s.dist.world_size)
-    s.progress = Progress(p.max_steps, step, s.stage, enabled=p.progress and s.is_main)
-    last_path: Path | None = None
-    last_saved = step if resume is not None else -1
-    ev = float("nan")
-    guard = FiniteGuard(optimizer, s.device)
-    if resume is not None:
-        guard.skipped.fill_(int(resume["extra"].get("skipped_steps", 0)))
-
-    def save(at: int, eval_value: float | None) -> Path | None:
-        nonlocal last_path, last_saved
-        if s.is_main:
-            extra = {"tokens": tokens, "best_eval_loss": best, "grad_accum": p.grad_accum,
-                     "world_size": s.dist.world_size, "micro_step": at * p.grad_accum,
-                     "skipped_steps": int(guard.skipped)}
-            counts = {"tokens": tokens, "eval_loss": eval_value if eval_value is not None and
-                      math.isfinite(eval_value) else None}
-            last_path = save_checkpoint(s.ckpt_dir, raw, optimizer, scheduler, at, extra, stage=s.stage,
-                                        params=dataclasses.asdict(p), inputs=inputs, counts=counts,
-                                        tokenizer=s.tokenizer_info)
-            prune_checkpoints(s.ckpt_dir, p.keep_last)
-        last_saved = at
-        D.barrier()
-        return last_path
-
-    sched_states: dict[int, dict[str, Any]] = {}  # the schedule before each step since the last check
-
-    def check_finite() -> None:
-        """Stop with a checkpoint of the weights that produced the first non-finite loss, if any."""
-        bad = guard.first_bad()
-        if bad is None:
-            sched_states.clear()
-            return
-        at, bad_loss, bad_norm = bad
-        optimizer.zero_grad(set_to_none=True)
-        s.log(at, {"train/loss": bad_loss, "grad_norm": bad_norm})
-        path = last_path
-        if last_saved != at - 1:  # the weights of step at-1 (later updates were skipped on the device)
-            scheduler.load_state_dict(sched_states.get(at, scheduler.state_dict()))
-            path = save(at - 1, None)
-        raise NonFiniteLoss(at, path)
-
+    s.progress = Progress(p.max_steps, run.step, s.stage, enabled=p.progress and s.is_main)
+    ev: float | None = float("nan")
     train_model.train()
-    loss_t = norm_t = None
-    while step < p.max_steps:
-        if D.any_true(s.stop.requested is not None, s.device):
-            check_finite()
-            path = save(step, None) if last_saved != step else last_path
-            s.say(f"{s.stage}: stopped ({s.stop.requested or 'signal'}) at step {step}; checkpoint {path}")
-            raise Cancelled(f"stopped at step {step}; checkpoint {path}")
-        micro = [next(batches) for _ in range(p.grad_accum)]
-        loss_t, norm_t, n_t = train_step(s, train_model, micro, p.grad_clip)
-        if guard.update(step + 1, loss_t, norm_t, n_t):
-            check_finite()
-        lr = scheduler.get_last_lr()[0]
-        sched_states[step + 1] = scheduler.state_dict()
-        guard.step()  # no update without target tokens; fused: none once the guard has seen a non-finite step
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        n_tok = sum(int(b["x"].numel()) for b in micro) * s.dist.world_size
-        tokens += n_tok
-        thr.add(n_tok)
+    loss_t = None
+    while run.step < p.max_steps:
+        run.stop_if_asked()
+        loss_t, norm_t, lr = run.optimizer_step(train_model, [next(batches) for _ in range(p.grad_accum)], thr)
+        step = run.step
         do_eval = eval_batches is not None and ((p.eval_every and step % p.eval_every == 0) or step == p.max_steps)
         do_save = (p.save_every and step % p.save_every == 0) or step == p.max_steps
         if step % p.log_every == 0 or step == p.max_steps or do_eval or do_save:
-            check_finite()  # the one read of the device flag: before anything is logged or saved
-        _log_step(s, thr, step, loss_t, lr, norm_t, tokens, guard)
+            run.check_finite()  # the one read of the device flag: before anything is logged or saved
+        _log_step(s, thr, step, loss_t, lr, norm_t, run.tokens, run.guard)
         ev = None
         if do_eval:
-            ev = eval_loss(s, eval_model, eval_batches())
-            best = min(best, ev) if math.isfinite(ev) else best
-            s.log(step, {"eval/loss": ev})
-            s.say(f"{s.stage} step {step}: eval loss {ev:.4f}")
+            ev = run.evaluate(eval_model, eval_batches)
             thr.t0 = time.perf_counter()
         if do_save:
-            save(step, ev)
+            run.save(step, ev)
             thr.t0 = time.perf_counter()
-    loss = float(loss_t) if loss_t is not None and not bool(guard.empty) else float("nan")
-    skipped = int(guard.skipped)
-    s.progress.close()
-    if skipped:
-        s.say(f"{s.stage}: {skipped} step(s) had no target token (no answer token in any window); "
-              "their updates were skipped")
-    s.say(f"{s.stage}: done at step {step}, checkpoint {last_path}")
-    return {"step": step, "tokens": tokens, "train_loss": loss, "skipped_steps": skipped,
-            "eval_loss": ev if ev is not None and math.isfinite(ev) else None,
-            "best_eval_loss": best if math.isfinite(best) else None,
-            "checkpoint": str(last_path) if last_path else None, "checkpoints": str(s.ckpt_dir)}
+    return run.summary(loss_t, ev)
+
+
+def fit_rows(s: Session, model: GPT, data: str, *, make_train_iter: Callable[[int], Iterator[Batch]],
+             held: list[Batch] | None, inputs: dict[str, Any], resume: dict[str, Any] | None,
+             start: Path | None, seq_len: int) -> dict[str, Any]:
+    """:func:`fit` for the token-row stages (pretrain, SFT), after their first line: model size,
+    ``data`` (what a row is), batch shape, device and precision, where the run starts. Eval loss
+    comes from the fixed ``held`` batches, when there are any."""
+    p = s.params
+    s.say(f"{s.stage}: {model.num_params() / 1e6:.1f}M parameters, {data}, batch {p.batch_size} x {p.grad_accum} x "
+          f"{s.dist.world_size}, {s.device} {str(s.dtype).removeprefix('torch.')}" + start_note(resume, start))
+    return fit(s, model, make_train_iter=make_train_iter, eval_batches=(lambda: held) if held else None,
+               inputs=inputs, resume=resume, start_ckpt=start, seq_len=seq_len)

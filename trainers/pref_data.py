@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from llmctl.core.data.chat import encode_completion, encode_prompt
-from llmctl.core.tokenizer import EOT_ID
+from llmctl.core.tokenizer import EOT_ID, Tokenizer
 from llmctl.core.workspace import Workspace
 from llmctl.trainers.loop import input_fingerprint
 from llmctl.trainers.rl_common import shuffled_indices
@@ -46,7 +46,7 @@ def _reply_text(side: Any, where: str) -> str:
     raise ValueError(f"{where}: expected a list ending in an assistant message")
 
 
-def encode_pair(pair: dict[str, Any], tok: Any, max_len: int) -> dict[str, Any]:
+def encode_pair(pair: dict[str, Any], tok: Tokenizer, max_len: int) -> dict[str, Any]:
     """Token ids of one pair: shared prompt ids and each side's reply ids, truncated to ``max_len``."""
     prompt = encode_prompt(pair["prompt"], tok)
     chosen = encode_completion(_reply_text(pair["chosen"], "chosen"), tok)
@@ -77,13 +77,10 @@ def read_pairs(path: str | Path) -> list[dict[str, Any]]:
 
 
 class PreferenceDataset(torch.utils.data.Dataset):
-    """Preference pairs tokenized once up front (``pairs`` or a ``.jsonl`` path)."""
+    """Preference pairs tokenized once up front (``pairs`` or a ``.jsonl`` path) with ``tok``, the
+    workspace's tokenizer (``ws.tokenizer()``)."""
 
-    def __init__(self, pairs: str | Path | Sequence[dict[str, Any]], tok: Any = None, max_len: int = 1024) -> None:
-        if tok is None:
-            from llmctl.core.tokenizer import get_tokenizer
-
-            tok = get_tokenizer()
+    def __init__(self, pairs: str | Path | Sequence[dict[str, Any]], tok: Tokenizer, max_len: int = 1024) -> None:
         if isinstance(pairs, str | Path):
             pairs = read_pairs(pairs)
         self.max_len = max_len
@@ -123,7 +120,7 @@ def collate_pairs(batch: Sequence[dict[str, Any]], pad_id: int = EOT_ID) -> dict
 # ---- what the reward and DPO trainers read -----------------------------------------------------
 
 
-def load_splits(ws: Workspace, p: Any, tok: Any) -> tuple[PreferenceDataset, PreferenceDataset, dict[str, Any]]:
+def load_splits(ws: Workspace, p: Any, tok: Tokenizer) -> tuple[PreferenceDataset, PreferenceDataset, dict[str, Any]]:
     """(train pairs, held-out pairs, input fingerprints) of a preference stage's ``train_data`` /
     ``test_data``, cut to ``max_pairs`` / ``eval_pairs`` (0 = all) and encoded to ``max_length``."""
     train_path, test_path = ws.path(p.train_data), ws.path(p.test_data)

@@ -14,7 +14,7 @@ from llmctl.core.stages import ParamError
 from llmctl.core.train_params import PretrainParams, check_context_length
 from llmctl.core.workspace import Workspace
 from llmctl.trainers.batches import fixed_token_batches, token_batches
-from llmctl.trainers.loop import fit, input_fingerprint, session, start_model, start_note
+from llmctl.trainers.loop import fit_rows, input_fingerprint, session, start_model
 
 STAGE = "pretrain"
 EVAL_SEED = 1234  # the same dev windows for every run, so eval losses compare across runs
@@ -47,8 +47,5 @@ def run(ws: Workspace, params: PretrainParams, run_dir: Path) -> dict[str, Any]:
         inputs = {"pile_train": input_fingerprint(train_path)}
         if dev is not None:
             inputs["pile_dev"] = input_fingerprint(dev_path)
-        s.say(f"{STAGE}: {model.num_params() / 1e6:.1f}M parameters, context {T}, batch {params.batch_size} x "
-              f"{params.grad_accum} x {world}, {s.device} {str(s.dtype).removeprefix('torch.')}"
-              + start_note(resume, start))
-        return fit(s, model, make_train_iter=train_iter, eval_batches=(lambda: dev) if dev else None,
-                   inputs=inputs, resume=resume, start_ckpt=start, seq_len=T)
+        return fit_rows(s, model, f"context {T}", make_train_iter=train_iter, held=dev, inputs=inputs,
+                        resume=resume, start=start, seq_len=T)

@@ -25,6 +25,7 @@ from llmctl.core.data.prompts import question_messages
 from llmctl.core.data.records import InputError
 from llmctl.core.rewards.verifier import ScoreResult, score
 from llmctl.core.tokenizer import EOT_ID
+from llmctl.core.workspace import Workspace
 from llmctl.trainers.generate import generate
 from llmctl.trainers.rl_common import shuffled_indices
 from llmctl.trainers.rl_losses import entropy_from_logits, gather_logprobs
@@ -70,7 +71,7 @@ def load_prompt_rows(paths: Sequence[str | Path], level: int = 0) -> list[dict[s
     return rows
 
 
-def load_run_prompts(ws: Any, p: Any, train_data: Sequence[str], need_gold: bool
+def load_run_prompts(ws: Workspace, p: Any, train_data: Sequence[str], need_gold: bool
                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """(train rows, held-out rows, input fingerprints) of an RL run.
 

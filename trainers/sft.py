@@ -17,14 +17,15 @@ from typing import Any
 import numpy as np
 
 from llmctl.core.train_params import SFTParams
+from llmctl.core.workspace import Workspace
 from llmctl.trainers.batches import PackedRows, fixed_sft_batches, sft_batches
-from llmctl.trainers.loop import fit, input_fingerprint, session, start_model, start_note
+from llmctl.trainers.loop import fit_rows, input_fingerprint, session, start_model
 
 STAGE = "sft"
 NEEDS = "pretrain"
 
 
-def run(ws: Any, params: SFTParams, run_dir: Path) -> dict[str, Any]:
+def run(ws: Workspace, params: SFTParams, run_dir: Path) -> dict[str, Any]:
     """Fine-tune; return the summary (steps, tokens, losses, newest checkpoint)."""
     data = ws.path(params.data)
     if not data.exists():
@@ -60,8 +61,5 @@ def run(ws: Any, params: SFTParams, run_dir: Path) -> dict[str, Any]:
         inputs: dict[str, Any] = {"sft_packed": input_fingerprint(data)}
         if start is not None:
             inputs["init"] = str(start)
-        s.say(f"{STAGE}: {model.num_params() / 1e6:.1f}M parameters, {len(train_ids)} train rows + {n_eval} held out, "
-              f"{T} tokens per row, batch {params.batch_size} x {params.grad_accum} x {world}, {s.device}"
-              + start_note(resume, start))
-        return fit(s, model, make_train_iter=train_iter, eval_batches=(lambda: held) if held else None,
-                   inputs=inputs, resume=resume, start_ckpt=start, seq_len=T)
+        return fit_rows(s, model, f"{len(train_ids)} train rows + {n_eval} held out, {T} tokens per row",
+                        make_train_iter=train_iter, held=held, inputs=inputs, resume=resume, start=start, seq_len=T)

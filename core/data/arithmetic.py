@@ -20,6 +20,7 @@ same rows.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,13 @@ LEVELS: dict[int, Level] = {
 }
 MAX_LEVEL = max(LEVELS)
 DATA_SOURCE = "llmctl/arithmetic"
+
+
+def check_levels(levels: Iterable[int]) -> None:
+    """ValueError naming the first of ``levels`` that does not exist."""
+    for lv in levels:
+        if lv not in LEVELS:
+            raise ValueError(f"arithmetic level {lv} does not exist (levels {min(LEVELS)}..{max(LEVELS)})")
 
 
 def _level(level: int) -> Level:

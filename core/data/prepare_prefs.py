@@ -41,7 +41,7 @@ from typing import Any
 from llmctl.core.artifacts import ArtifactWriter, commit_together
 from llmctl.core.data import hf_sources
 from llmctl.core.data.prepare_rl import write_jsonl
-from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.data.records import ErrorPolicy, InputError, check_on_error
 from llmctl.core.params import param
 from llmctl.core.stages import config_params, get_stage, params_dict
 from llmctl.core.workspace import Workspace
@@ -78,8 +78,7 @@ class PreparePrefsParams:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         if self.max_pairs < 0:
             raise ValueError("max_pairs must be >= 0")
-        if self.on_error not in ON_ERROR_CHOICES:
-            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}")
+        check_on_error(self.on_error)
 
 
 # ---- parsing -----------------------------------------------------------------------------------------

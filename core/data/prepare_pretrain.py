@@ -66,7 +66,7 @@ from llmctl.core.artifacts import (
     manifest_path,
     read_lock,
 )
-from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError, TooManyErrors
+from llmctl.core.data.records import ErrorPolicy, InputError, TooManyErrors, check_on_error
 from llmctl.core.data.text_sources import (
     TXT_DOCS_CHOICES,
     Source,
@@ -122,8 +122,7 @@ class PreparePretrainParams:
                              "use it with split=train and without out")
         if self.txt_docs not in TXT_DOCS_CHOICES:
             raise ValueError(f"txt_docs must be one of {', '.join(TXT_DOCS_CHOICES)}, got {self.txt_docs!r}")
-        if self.on_error not in ON_ERROR_CHOICES:
-            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {self.on_error!r}")
+        check_on_error(self.on_error)
         for name in ("num_shards", "max_tokens", "workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -414,10 +413,7 @@ class _Display:
                              toks=_human(tokens), tps=_human((tokens - tokens0) / dt))
 
     def say(self, msg: str) -> None:
-        if self.progress is not None:
-            self.progress.console.print(msg, markup=False, highlight=False)
-        else:
-            print(msg, file=sys.stderr, flush=True)
+        core_progress.print_above(self.progress, msg, sys.stderr)
 
     def close(self) -> None:
         if self.progress is not None:

@@ -24,10 +24,10 @@ from typing import Any
 
 from llmctl.core.artifacts import ArtifactWriter, commit_together, disk_full_error, is_disk_full
 from llmctl.core.data import hf_sources
-from llmctl.core.data.arithmetic import DATA_SOURCE, LEVELS, generate_problems
+from llmctl.core.data.arithmetic import DATA_SOURCE, check_levels, generate_problems
 from llmctl.core.data.prepare_sft import get_str, question_key, refuse_test_file
 from llmctl.core.data.prompts import parse_gsm8k_gold
-from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.data.records import ErrorPolicy, InputError, check_on_error
 from llmctl.core.params import param
 from llmctl.core.stages import config_params, get_stage, params_dict
 from llmctl.core.workspace import Workspace
@@ -51,11 +51,8 @@ class PrepareRLParams:
     def validate(self) -> None:
         if self.max_examples < 0 or self.arithmetic_n < 0:
             raise ValueError("max_examples and arithmetic_n must be >= 0")
-        for lv in self.arithmetic_levels:
-            if lv not in LEVELS:
-                raise ValueError(f"arithmetic level {lv} does not exist (levels {min(LEVELS)}..{max(LEVELS)})")
-        if self.on_error not in ON_ERROR_CHOICES:
-            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}")
+        check_levels(self.arithmetic_levels)
+        check_on_error(self.on_error)
 
 
 def split_spec(params: PrepareRLParams, split: str) -> tuple[str, dict[str, Any]]:

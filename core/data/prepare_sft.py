@@ -32,11 +32,11 @@ from typing import Any
 
 from llmctl.core.artifacts import ArtifactWriter
 from llmctl.core.data import hf_sources
-from llmctl.core.data.arithmetic import LEVELS, arithmetic_sft_examples
+from llmctl.core.data.arithmetic import arithmetic_sft_examples, check_levels
 from llmctl.core.data.chat import ASSISTANT_MARKER, EOT, ROLE_MARKERS, chat_template_jinja, encode_chats_spans
 from llmctl.core.data.packing import pack_spans
 from llmctl.core.data.prompts import GSM8K_INSTRUCTION, format_question, gsm8k_target
-from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError
+from llmctl.core.data.records import ErrorPolicy, InputError, check_on_error
 from llmctl.core.params import param
 from llmctl.core.stages import config_params, get_stage, params_dict
 from llmctl.core.tokenizer import Tokenizer
@@ -77,11 +77,8 @@ class PrepareSFTParams:
             raise ValueError("max_examples and include_arithmetic must be >= 0")
         if self.include_arithmetic and not self.arithmetic_levels:
             raise ValueError("arithmetic_levels is empty")
-        for lv in self.arithmetic_levels:
-            if lv not in LEVELS:
-                raise ValueError(f"arithmetic level {lv} does not exist (levels {min(LEVELS)}..{max(LEVELS)})")
-        if self.on_error not in ON_ERROR_CHOICES:
-            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}")
+        check_levels(self.arithmetic_levels)
+        check_on_error(self.on_error)
 
 
 # ---- records -> conversations ---------------------------------------------------------------------

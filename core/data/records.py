@@ -43,6 +43,12 @@ def open_hdf5(path: str | os.PathLike[str]) -> Any:
         raise InputError(path, None, f"not an HDF5 file of tokens ({reason})") from None
 
 
+def check_on_error(mode: str) -> None:
+    """ValueError unless ``mode`` is one of the ``on_error`` choices (fail, skip)."""
+    if mode not in ON_ERROR_CHOICES:
+        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {mode!r}")
+
+
 class TooManyErrors(RuntimeError):
     """More records were skipped than the error policy allows."""
 
@@ -60,8 +66,7 @@ class ErrorPolicy:
     lost: int = 0  # records lost beyond one per skipped entry (estimated inside corrupt stream spans)
 
     def __post_init__(self) -> None:
-        if self.mode not in ON_ERROR_CHOICES:
-            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {self.mode!r}")
+        check_on_error(self.mode)
 
     def ok(self) -> None:
         """Count one good record."""

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from llmctl.core.closing import Closing
 from llmctl.core.data.records import open_hdf5
 
 DATASET = "tokens"
@@ -49,7 +50,7 @@ def window_starts(seed: int, step: int, batch_size: int, n_windows: int, *, rank
     return (_mix(base + j * _GOLDEN) % np.uint64(n_windows)).astype(np.int64)
 
 
-class TokenFile:
+class TokenFile(Closing):
     """A flat token array in an HDF5 file: ``len``, ``read(start, n)`` and ``attrs``."""
 
     def __init__(self, path: str | os.PathLike[str], dataset: str = DATASET) -> None:
@@ -164,12 +165,6 @@ class TokenFile:
             self._h5.close()
             self._dset = None
         self._flat, self._chunks = None, []
-
-    def __enter__(self) -> TokenFile:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def _attr(v: Any) -> Any:

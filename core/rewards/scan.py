@@ -10,8 +10,16 @@ from __future__ import annotations
 import re
 
 _BRACKET_RUN = re.compile(r"\[+")
-_DIGITS = re.compile(r"\d+")
-_CLOSE_PAIR = re.compile(r"\]\s*\]")  # leftmost "]", whitespace, "]": each whitespace run scanned once  # Unicode decimal digits, as upstream's pattern
+_DIGITS = re.compile(r"\d+")  # Unicode decimal digits, as upstream's pattern
+_CLOSE_PAIR = re.compile(r"\]\s*\]")  # leftmost "]", whitespace, "]": each whitespace run scanned once
+
+
+def _skip_space(text: str, i: int) -> int:
+    """The first index at or after ``i`` that does not hold whitespace (``len(text)`` at the end)."""
+    n = len(text)
+    while i < n and text[i].isspace():
+        i += 1
+    return i
 
 
 def last_between(text: str, open_: str, close: str, *, one_line: bool = False) -> str | None:
@@ -41,14 +49,11 @@ def last_fenced(text: str, tag: str) -> str | None:
     opener = "```" + tag
     last = None
     pos = 0
-    n = len(text)
     while True:
         s = text.find(opener, pos)
         if s < 0:
             return last
-        g = s + len(opener)
-        while g < n and text[g].isspace():
-            g += 1
+        g = _skip_space(text, s + len(opener))
         q = text.find("```", g)
         if q < 0:
             return last
@@ -81,15 +86,12 @@ def all_nested_brackets(text: str) -> list[str]:
     (whitespace allowed between the two brackets at each end), left to right."""
     out = []
     pos = 0
-    n = len(text)
     while True:
         s = text.find("[", pos)
         if s < 0:
             return out
-        b = s + 1
-        while b < n and text[b].isspace():
-            b += 1
-        if b >= n or text[b] != "[":
+        b = _skip_space(text, s + 1)
+        if b >= len(text) or text[b] != "[":
             pos = s + 1
             continue
         end = _close_pair(text, b + 1)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmctl.core.data.records import ON_ERROR_CHOICES, ErrorPolicy, InputError, decode_utf8
+from llmctl.core.data.records import ErrorPolicy, InputError, check_on_error, decode_utf8
 from llmctl.core.params import param
 from llmctl.core.stages import config_params, get_stage, params_dict
 from llmctl.core.workspace import Workspace
@@ -78,8 +78,7 @@ class VerlConvertParams:
             raise ValueError(f"--from must be one of {', '.join(SOURCE_KINDS)}, got {self.source_kind!r}")
         if self.default_split not in SPLITS:
             raise ValueError(f"default_split must be train or test, got {self.default_split!r}")
-        if self.on_error not in ON_ERROR_CHOICES:
-            raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}")
+        check_on_error(self.on_error)
         if self.source_kind == "bootcamp" and not self.src:
             raise ValueError("--src is required with --from bootcamp (a folder or a .jsonl file)")
 

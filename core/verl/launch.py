@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from llmctl.core.tokenizer import Tokenizer
+from llmctl.core.workspace import Workspace
 
 REWARD_MODULE = "llmctl.core.verl_reward"
 REWARD_FN = "compute_score"
@@ -162,7 +163,7 @@ def verl_missing() -> list[str]:
     return [m for m in ("verl", "ray", "torch", "tensordict", "hydra") if importlib.util.find_spec(m) is None]
 
 
-def workspace_files(ws: Any) -> tuple[list[str], list[str]]:
+def workspace_files(ws: Workspace) -> tuple[list[str], list[str]]:
     """(train, val) parquet files of the workspace's ``data/verl/*_merged`` conversions."""
     root = ws.path("data/verl")
     train = sorted(str(p) for p in root.glob("*_merged/train/*.parquet"))

@@ -12,11 +12,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from llmctl.core import heldout
 from llmctl.core.previews import cell, flatten_meta
+from llmctl.tui.screens.base import RELOAD, SubScreen
 from llmctl.tui.widgets.preview_view import record_text
 
 MAX_EXAMPLES = 5000
@@ -92,13 +92,12 @@ def load_examples(path: Path, limit: int = MAX_EXAMPLES) -> tuple[list[dict[str,
     return [r if isinstance(r, dict) else {"value": r} for r in recs], total
 
 
-class EvalScreen(Screen):
+class EvalScreen(SubScreen):
     """Runs on the left, examples on the right; ``f`` filters correct / wrong."""
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
         Binding("f", "filter", "Filter"),
-        Binding("ctrl+r", "reload", "Reload"),
+        RELOAD,
     ]
 
     def __init__(self) -> None:

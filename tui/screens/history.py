@@ -12,11 +12,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from llmctl.core import runs as core_runs
 from llmctl.core.stages import STAGE_BY_NAME
+from llmctl.tui.screens.base import RELOAD, SubScreen
 from llmctl.tui.state import fmt_duration, fmt_num, short_run, style_for
 from llmctl.tui.widgets.curves import CurvesView
 
@@ -87,14 +87,13 @@ def params_table(runs: list[RunSummary]) -> Table | Text:
     return t
 
 
-class HistoryScreen(Screen):
+class HistoryScreen(SubScreen):
     """Runs of one stage; space marks runs to overlay; the metric list picks what is drawn."""
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
         Binding("space", "mark", "Mark run"),
         Binding("m", "next_metric", "Next metric"),
-        Binding("ctrl+r", "reload", "Reload"),
+        RELOAD,
     ]
 
     def __init__(self, stage: str) -> None:

@@ -19,7 +19,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
@@ -27,6 +26,7 @@ from llmctl.core import jobs as core_jobs
 from llmctl.core import runs as core_runs
 from llmctl.core.metrics import JsonlTail
 from llmctl.core.stages import STAGE_BY_NAME
+from llmctl.tui.screens.base import SubScreen, numbered
 from llmctl.tui.state import TextTail, fmt_bytes, fmt_duration, fmt_num, run_files, style_for
 from llmctl.tui.widgets.curves import CurvesView
 from llmctl.tui.widgets.log_view import LogView
@@ -83,19 +83,15 @@ def find_key(keys: Any, suffix: str) -> str | None:
     return None
 
 
-class JobScreen(Screen):
+class JobScreen(SubScreen):
     """Curves, log, rollouts and files of one run folder, following it while it runs."""
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
         Binding("c", "cancel", "Cancel job"),
         Binding("k", "kill", "Kill now"),
         Binding("r", "rerun", "Re-run"),
         Binding("h", "history", "History"),
-        Binding("1", "tab('curves')", "Curves"),
-        Binding("2", "tab('log')", "Log"),
-        Binding("3", "tab('rollouts')", "Rollouts"),
-        Binding("4", "tab('files')", "Files"),
+        *numbered("tab", "Curves", "Log", "Rollouts", "Files"),
     ]
 
     def __init__(self, run_dir: Path) -> None:

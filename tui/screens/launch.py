@@ -17,6 +17,7 @@ from textual.widgets.selection_list import Selection
 
 from llmctl.core.data.preflight import Problem, stage_problems
 from llmctl.core.gpu import gpus_in_use
+from llmctl.core.params import field_default
 from llmctl.core.stages import (
     ParamError,
     Stage,
@@ -67,7 +68,7 @@ class LaunchScreen(ModalScreen[Path | None]):
                 self.values = params_dict(resolve_params(self.stage, ws.stage_config(stage), {}))
             except ParamError as e:
                 self.load_error = str(e)
-                self.values = {**{f.name: _default(f) for f in self.fields}, **ws.stage_config(stage)}
+                self.values = {**{f.name: field_default(f) for f in self.fields}, **ws.stage_config(stage)}
         except StageNotBuilt as e:
             self.load_error = str(e)
         except Exception as e:
@@ -274,7 +275,7 @@ class LaunchScreen(ModalScreen[Path | None]):
     def action_defaults(self) -> None:
         for f in self.fields:
             w = self.query_one(f"#p-{f.name}")
-            v = _default(f)
+            v = field_default(f)
             if isinstance(w, Switch):
                 w.value = bool(v)
             else:
@@ -299,12 +300,6 @@ class LaunchScreen(ModalScreen[Path | None]):
         self.dismiss(run_dir)
 
 
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None
 
 
 def _pct(v: float | None) -> str:

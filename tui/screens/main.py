@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -12,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
 from llmctl.core.gpu import GpuSnapshot
+from llmctl.tui.screens.base import numbered
 from llmctl.tui.state import WorkspaceState
 from llmctl.tui.widgets.artifacts import ArtifactsTable, artifact_summary
 from llmctl.tui.widgets.gpu_panel import GpuPanel
@@ -60,9 +62,7 @@ class MainScreen(Screen):
         Binding("h", "history", "History"),
         Binding("g", "playground", "Sample"),
         Binding("e", "evals", "Evals"),
-        Binding("1", "focus('pipeline')", "Pipeline", show=False),
-        Binding("2", "focus('artifacts')", "Artifacts", show=False),
-        Binding("3", "focus('jobs')", "Jobs", show=False),
+        *numbered("focus", "Pipeline", "Artifacts", "Jobs", show=False),
     ]
 
     def __init__(self) -> None:
@@ -173,32 +173,27 @@ class MainScreen(Screen):
     def _job(self) -> str | None:
         return self.query_one(JobsTable).current_key
 
+    def _on_highlighted(self, key: str | None, act: Callable[[str], object], missing: str = "") -> None:
+        """``act(key)`` for the highlighted row's key; with none, the warning ``missing`` (if any)."""
+        if key:
+            act(key)
+        elif missing:
+            self.notify(missing, severity="warning")
+
     def action_start_stage(self) -> None:
-        name = self._stage()
-        if name:
-            self.lapp.open_launch(name)
+        self._on_highlighted(self._stage(), self.lapp.open_launch)
 
     def action_preview(self) -> None:
-        name = self.query_one(ArtifactsTable).current_key
-        if name:
-            self.lapp.open_preview(name)
+        self._on_highlighted(self.query_one(ArtifactsTable).current_key, self.lapp.open_preview)
 
     def action_open_job(self) -> None:
-        key = self._job()
-        if key:
-            self.lapp.open_job(key)
-        else:
-            self.notify("no job selected", severity="warning")
+        self._on_highlighted(self._job(), self.lapp.open_job, "no job selected")
 
     def action_cancel_job(self) -> None:
-        key = self._job()
-        if key:
-            self.lapp.cancel_job(key)
+        self._on_highlighted(self._job(), self.lapp.cancel_job)
 
     def action_rerun_job(self) -> None:
-        key = self._job()
-        if key:
-            self.lapp.rerun_job(key)
+        self._on_highlighted(self._job(), self.lapp.rerun_job)
 
     def action_history(self) -> None:
         focused = self.focused

@@ -16,11 +16,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Label, RichLog, Select, Static, Switch
 from textual.worker import get_current_worker
 
 from llmctl.core.jobs import cli_argv
+from llmctl.tui.screens.base import SubScreen
 from llmctl.tui.state import ready_checkpoints
 
 
@@ -34,11 +34,10 @@ def sample_argv(root: Path, ckpt: str, prompt: str, chat: bool, extra: str) -> l
     return argv
 
 
-class PlaygroundScreen(Screen):
+class PlaygroundScreen(SubScreen):
     """Pick a checkpoint, type a prompt, generate; the output streams below."""
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
         Binding("ctrl+g", "generate", "Generate"),
         Binding("ctrl+x", "stop", "Stop"),
     ]

@@ -9,19 +9,18 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from llmctl.core.previews import Preview, preview, resolve_target
 from llmctl.core.workspace import Workspace
+from llmctl.tui.screens.base import SubScreen
 from llmctl.tui.widgets.preview_view import PreviewView
 
 
-class PreviewScreen(Screen):
+class PreviewScreen(SubScreen):
     """One artifact (by name) or file (by path), page by page; read in a thread worker."""
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
         Binding("n,pagedown", "page(1)", "Next page"),
         Binding("b,pageup", "page(-1)", "Prev page"),
         Binding("home", "first", "First", show=False),
