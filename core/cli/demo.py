@@ -48,7 +48,7 @@ def _levels(flag: str) -> list[str]:
     return [w for lv in LEVELS for w in (flag, lv)]
 
 
-def demo_steps(ws: Workspace, corpus: list[str], fast: bool, stop_after: str = "eval", *, seed: int = 1337,
+def demo_steps(ws: Workspace, corpus: list[str], fast: bool, stop_after: str = "eval", *, seed: int = 0,
                preset: str = "tiny") -> list[DemoStep]:
     """The demo's stages in order, up to and including ``stop_after`` (one of ``STOP_POINTS``);
     every training stage and the held-out split use ``seed``, new models the ``preset`` shape."""
@@ -127,7 +127,7 @@ def grpo_trends(ws: Workspace) -> tuple[dict[str, tuple[float, float]], dict[str
 
 
 def run_demo(ws: Workspace, *, corpus: list[str] | None = None, fast: bool = False, stop_after: str = "eval",
-             seed: int = 1337, preset: str = "tiny", echo: Callable[[str], Any] = print) -> dict[str, Any]:
+             seed: int = 0, preset: str = "tiny", echo: Callable[[str], Any] = print) -> dict[str, Any]:
     """Run the demo's stages in order (up to ``stop_after``); return the timings, the GRPO reward
     trend, the held-out tables before and after GRPO and, after a whole run, the report's path."""
     from llmctl.core.cli import demo_figures

@@ -33,7 +33,7 @@ def demo(workspace: Optional[Path] = WorkspaceOpt,
          fast: bool = typer.Option(False, "--fast", help="Fewer steps (a smoke run)."),
          stop_after: str = typer.Option("eval", "--stop-after", metavar="STAGE",
                                         help="Stop after this stage: data, pretrain, sft, grpo or eval."),
-         seed: int = typer.Option(1337, "--seed", help="Seed of every training stage and of the held-out split."),
+         seed: int = typer.Option(0, "--seed", help="Seed of every training stage and of the held-out split."),
          preset: str = typer.Option("tiny", "--preset", help="Model preset of the first trained model (e.g. small "
                                     "on a GPU, with --corpus)."),
          ) -> None:
