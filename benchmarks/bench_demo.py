@@ -1,8 +1,8 @@
 """The demo's recipe over several seeds: held-out pass@1 and greedy accuracy before and after GRPO.
 
 Runs ``llmctl demo --seed S`` on a fresh workspace per seed (the real CLI, one subprocess each),
-then prints one markdown row per seed from its ``demo_figures.json`` (wall time, load average before
-and after, GRPO's training reward, held-out pass@1 and greedy accuracy before -> after and their
+each once the machine is quiet (``--quiet-load``), then prints one markdown row per seed from its
+``demo_figures.json`` (wall time, load average before and after, GRPO's training reward, held-out pass@1 and greedy accuracy before -> after and their
 change) and a closing row of the smallest changes, which is what the learning test's margins must
 stay under. The baseline of each row is the same run's model before GRPO (the SFT checkpoint),
 measured on the same held-out prompts with the same sampling seeds.
@@ -15,10 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+
+def wait_for_quiet(limit: float, max_wait: float) -> float:
+    """Wait (up to ``max_wait`` s) until the 1-minute load average is below ``limit``; the load then."""
+    t0 = time.time()
+    while os.getloadavg()[0] >= limit and time.time() - t0 < max_wait:
+        time.sleep(5)
+    return os.getloadavg()[0]
 
 
 def run_seed(out_dir: Path, seed: int, extra: list[str]) -> dict:
@@ -50,12 +60,17 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out-dir", type=Path, default=Path("demo-seeds"))
     ap.add_argument("--fast", action="store_true", help="the --fast demo (a smoke run)")
+    ap.add_argument("--quiet-load", type=float, default=1.5,
+                    help="before each seed, wait until the 1-minute load average is below this (0 = don't wait)")
+    ap.add_argument("--max-wait", type=float, default=300.0, help="seconds to wait for a quiet machine at most")
     args = ap.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     print("| seed | demo s | load | GRPO reward (train) | held-out pass@1, T=1, k=8 | held-out greedy |")
     print("|---|---|---|---|---|---|")
     changes = []
     for seed in (int(s) for s in args.seeds.split(",")):
+        if args.quiet_load > 0:
+            wait_for_quiet(args.quiet_load, args.max_wait)
         text, d1, dg = row(run_seed(args.out_dir, seed, ["--fast"] if args.fast else []))
         changes.append((d1, dg))
         print(text, flush=True)
