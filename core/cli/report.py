@@ -65,6 +65,19 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_")
 
 
+def _heldout_section(stage: str, run_id: str, path: Path, assets: str, charts: dict[str, str]) -> list[str]:
+    """A GRPO/PPO run's held-out table before/after (markdown lines) and its bar chart (added to ``charts``)."""
+    held = heldout.read(path / heldout.FILE)
+    if not held:
+        return []
+    b, a = held["before"], held["after"]
+    name = f"{_slug(stage)}-{_slug(run_id)}-heldout.svg"
+    charts[name] = bar_chart(heldout.chart_groups(b, a), title=f"{stage} {run_id}: held-out, before/after")
+    return [f"Held-out prompts never trained on, before step {b.get('step', 0) + 1} and after step "
+            f"{a.get('step', '?')}:", "", *heldout.markdown({"before": b, "after": a}), "",
+            f"![held-out before/after]({assets}/{name})", ""]
+
+
 def build_report(ws: Workspace, out: Path | None = None, *, fmt: str = "md") -> Path:
     """Write the report (``report.md`` + ``report_assets/`` or a self-contained ``report.html``)."""
     if fmt not in ("md", "html"):
@@ -126,14 +139,7 @@ def build_report(ws: Workspace, out: Path | None = None, *, fmt: str = "md") -> 
                 name = f"{_slug(r.stage)}-{_slug(r.run_id)}-{_slug(title)}.svg"
                 charts[name] = line_chart(series, title=f"{r.stage} {r.run_id}: {title}")
                 lines += [f"![{title}]({assets.name}/{name})", ""]
-        held = heldout.read(r.path / heldout.FILE)
-        if held:
-            b, a = held["before"], held["after"]
-            lines += [f"Held-out prompts never trained on, before step {b.get('step', 0) + 1} and after step "
-                      f"{a.get('step', '?')}:", "", *heldout.markdown({"before": b, "after": a}), ""]
-            name = f"{_slug(r.stage)}-{_slug(r.run_id)}-heldout.svg"
-            charts[name] = bar_chart(heldout.chart_groups(b, a), title=f"{r.stage} {r.run_id}: held-out, before/after")
-            lines += [f"![held-out before/after]({assets.name}/{name})", ""]
+        lines += _heldout_section(r.stage, r.run_id, r.path, assets.name, charts)
         res = r.path / "results.json"
         if res.exists():
             try:
