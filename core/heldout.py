@@ -120,7 +120,7 @@ def side_by_side(tables: dict[str, dict[str, Any]]) -> list[list[str]]:
         for lv in first["levels"]:
             for c in ("greedy", "pass@1"):
                 if c in first["levels"][lv]:
-                    rows.append([f"level {lv}: {_label(c, first)}",
+                    rows.append([f"level {lv} {'greedy' if c == 'greedy' else 'pass@1'}",
                                  *(_fmt(t["levels"].get(lv, {}).get(c), c) for t in tables.values())])
     return rows
 

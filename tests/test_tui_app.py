@@ -358,3 +358,30 @@ async def test_real_training_job_from_the_app(ws):
         assert await wait_for(pilot, lambda: "done" in str(app.screen.query_one("#play-status").render()),
                               timeout=120)
 
+
+
+async def test_evals_screen_shows_a_grpo_runs_heldout_table_before_and_after(workspace, shared_data):
+    """A real (tiny) GRPO run keeps its held-out table before its first step and after its last; the
+    evals screen lists the run and shows the two side by side."""
+    from rl_support import fresh_model, rl_workspace, save_sft
+    from stage_support import run_in_process
+
+    from llmctl.core.rl_params import GRPOParams
+
+    rl_workspace(workspace, shared_data)
+    save_sft(workspace, fresh_model())
+    params = GRPOParams(max_steps=2, prompts_per_step=2, num_generations=4, max_new_tokens=8, eval_prompts=4,
+                        eval_samples=4, eval_every=0, save_every=0, progress=False, arithmetic_level=1)
+    params.validate()
+    _, run_dir, _ = run_in_process(workspace, "grpo", params)
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        assert await wait_for(pilot, lambda: app.state is not None and type(app.screen).__name__ == "MainScreen")
+        await pilot.press("e")
+        assert await wait_for(pilot, lambda: "pass@1 (T=1, k=4)" in screen_text(app))
+        text = screen_text(app)
+        assert f"grpo/{run_dir.name}" in text
+        header = next(line for line in text.splitlines() if "held-out (4 prompts)" in line)
+        assert header.index("before") < header.index("after")
+        for label in ("greedy accuracy", "pass@4", "format rate", "mean length (tokens)"):
+            assert label in text

@@ -77,7 +77,7 @@ def results_text(data: dict[str, Any]) -> Text:
         rows = heldout.side_by_side(tables)
         width = max(len(r[0]) for r in rows)
         for i, r in enumerate(rows):
-            out.append(r[0].ljust(width) + "  " + "  ".join(c.rjust(8) for c in r[1:]) + "\n",
+            out.append(r[0].ljust(width) + " " + " ".join(c.rjust(6) for c in r[1:]) + "\n",
                        style="bold" if i == 0 else "")
         out.append("\n")
     rest = {k: v for k, v in data.items() if k != "heldout"}
