@@ -83,8 +83,9 @@ def group_members(pgid: int) -> list[int]:
 
 def assert_all_gone(pids: list[int], pgid: int) -> None:
     """No process of the job is left: not in its group, not among the workers (own sessions)."""
+    # the supervisor writes the final state and then exits: its group empties a moment after
     deadline = time.monotonic() + 10
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+    while (any(pid_alive(p) for p in pids) or group_members(pgid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in pids if pid_alive(p)]
     assert group_members(pgid) == []
