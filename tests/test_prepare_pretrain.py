@@ -174,6 +174,17 @@ def test_val_fraction_writes_both_files_with_a_seeded_split(workspace, tokenizer
     prepare(workspace, "--inputs", str(shard), "--val-fraction", "0.2", "--out", "x.h5", code=2)
 
 
+def test_a_val_split_that_takes_every_document_says_so(workspace, shared_data):
+    """wiki_demo.txt has no blank line: as paragraphs it is one document, and at this seed the val
+    split takes it. The error says that (not "no documents found") and how to fix it; by lines it works."""
+    wiki = str(shared_data / "pile-sample" / "wiki_demo.txt")
+    res = prepare(workspace, "--inputs", wiki, "--txt-docs", "paragraphs", "--val-fraction", "0.05", code=1)
+    assert "wiki_demo.txt: all 1 document(s) went to the val split (--val-fraction 0.05), none to train on" in res.output
+    assert "--txt-docs paragraphs made 1" in res.output and "no documents found" not in res.output
+    prepare(workspace, "--inputs", wiki, "--txt-docs", "lines", "--val-fraction", "0.05")
+    assert read_manifest(workspace.path("data/pile_train.h5"))["counts"]["documents"] > 20
+
+
 def test_max_tokens_stops_after_the_document_that_reaches_it(workspace, tokenizer, c4, tmp_path):
     shard = write_zst(tmp_path / "s.jsonl.zst", jsonl_bytes(c4))
     prepare(workspace, "--inputs", str(shard), "--max-tokens", "20000", "--batch-docs", "16")

@@ -524,7 +524,11 @@ def run(ws: Workspace, params: PreparePretrainParams, run_dir: Path) -> dict[str
                                space_checker(aws, sources, params)).run()
             first = writers[next(iter(writers))]
             if first.n_documents == 0:
-                raise InputError(", ".join(s.label for s in sources), None, "no documents found: nothing to write")
+                found = sum(w.n_documents for w in writers.values())
+                raise InputError(", ".join(s.label for s in sources), None, (
+                    f"all {found} document(s) went to the val split (--val-fraction {params.val_fraction}), none "
+                    f"to train on: cut the text into more documents (--txt-docs {params.txt_docs} made {found}) "
+                    "or pass --val-fraction 0") if found else "no documents found: nothing to write")
             for role, w in writers.items():
                 if w.n_documents == 0:
                     display.say(f"warning: {paths[role].name} gets no documents")
