@@ -122,8 +122,9 @@ def heldout_tables(ws: Workspace, model: Any, ckpt: Path, tok: Any, rows: list[d
                    device: torch.device, dtype: torch.dtype) -> dict[str, dict[str, Any]]:
     """The held-out table of the checkpoint on ``rows`` (``{"checkpoint": table}``), or, with a
     ``baseline``, ``{"before": baseline's, "after": checkpoint's}`` on the same questions and seeds."""
+    prompts = [encode_question(r["prompt"], tok, params.chat)[0] for r in rows]
+
     def measure(m: Any) -> dict[str, Any]:
-        prompts = [encode_question(r["prompt"], tok, params.chat)[0] for r in rows]
         outs = heldout_measure.measure(m, prompts, rows, tok, k=params.samples, temperature=params.temperature,
                                        max_new_tokens=params.max_new_tokens, batch_size=params.batch_size,
                                        dtype=dtype, seed=params.seed * 1_000_003)

@@ -14,30 +14,27 @@ import torch
 
 from llmctl.core import heldout
 from llmctl.core.rewards.verifier import score
-from llmctl.core.tokenizer import EOT_ID
 from llmctl.trainers.generate import generate
-
-
-def _text(ids: list[int], tok: Any) -> str:
-    return tok.decode(ids[:-1] if ids and ids[-1] == EOT_ID else ids)
+from llmctl.trainers.rollout import decode_completion
 
 
 @torch.no_grad()
 def sampled(model: Any, prompts: Sequence[list[int]], golds: Sequence[str], tok: Any, *, k: int, temperature: float,
             max_new_tokens: int, batch_size: int = 32, dtype: torch.dtype | None = None,
             seed: int = 0) -> list[tuple[int, float, float]]:
-    """(right answers of ``k`` samples, mean format score, mean length) per prompt; the samples of
-    chunk ``c`` use seed ``seed + c``, so a measurement repeats exactly."""
+    """(right answers of ``k`` samples, mean format score, mean length) per prompt, ``batch_size``
+    prompts at a time; chunk ``c`` samples with seed ``seed + c``, so a measurement repeats exactly
+    (``temperature`` 0 with ``k`` 1 is the greedy answer)."""
     out = []
-    per = max(1, batch_size)
-    for c0 in range(0, len(prompts), per):
-        chunk = list(prompts[c0:c0 + per])
+    for c0 in range(0, len(prompts), batch_size):
+        chunk = list(prompts[c0:c0 + batch_size])
         outs = generate(model, [p for p in chunk for _ in range(k)], max_new_tokens, temperature=temperature,
                         seed=seed + c0, dtype=dtype)
-        for i, gold in enumerate(golds[c0:c0 + per]):
-            scores = [score(_text(ids, tok), gold) for ids in outs[i * k:(i + 1) * k]]
+        for i, gold in enumerate(golds[c0:c0 + batch_size]):
+            mine = outs[i * k:(i + 1) * k]
+            scores = [score(decode_completion(ids, tok), gold) for ids in mine]
             out.append((sum(int(s.correct) for s in scores), sum(s.format for s in scores) / k,
-                        sum(len(ids) for ids in outs[i * k:(i + 1) * k]) / k))
+                        sum(len(ids) for ids in mine) / k))
     return out
 
 
@@ -48,20 +45,8 @@ def measure(model: Any, prompts: Sequence[list[int]], rows: Sequence[dict[str, A
     """One :func:`llmctl.core.heldout.outcome` per row (``prompt`` ids given, ``gold`` and ``level``
     from the row): the greedy answer, and ``k`` samples at ``temperature`` when ``k`` > 0."""
     golds = [str(r["gold"]) for r in rows]
-    greedy: list[tuple[float, float, int]] = []
-    for b0 in range(0, len(prompts), batch_size):
-        outs = generate(model, list(prompts[b0:b0 + batch_size]), max_new_tokens, temperature=0.0, dtype=dtype)
-        for ids, gold in zip(outs, golds[b0:b0 + batch_size], strict=True):
-            s = score(_text(ids, tok), gold)
-            greedy.append((float(s.correct), s.format, len(ids)))
-    samples = sampled(model, prompts, golds, tok, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
-                      batch_size=batch_size, dtype=dtype, seed=seed) if k else None
-    out = []
-    for i, r in enumerate(rows):
-        g_ok, g_fmt, g_len = greedy[i]
-        if samples is None:
-            out.append(heldout.outcome(g_ok, r.get("level"), fmt=g_fmt, length=g_len))
-        else:
-            c, fmt, length = samples[i]
-            out.append(heldout.outcome(g_ok, r.get("level"), c, k, fmt, length))
-    return out
+    opts = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "dtype": dtype}
+    greedy = sampled(model, prompts, golds, tok, k=1, temperature=0.0, **opts)
+    samples = sampled(model, prompts, golds, tok, k=k, temperature=temperature, seed=seed, **opts) if k else greedy
+    return [heldout.outcome(g_ok, r.get("level"), c if k else 0, k, fmt, length)
+            for r, (g_ok, _, _), (c, fmt, length) in zip(rows, greedy, samples, strict=True)]

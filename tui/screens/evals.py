@@ -145,7 +145,7 @@ class EvalScreen(SubScreen):
         t.clear()
         for rid, data, _ in runs:
             held = data.get("heldout") or {}
-            nums = (heldout.change_lines(held["before"], held["after"], ("pass@1",))[0][9:]
+            nums = (heldout.change_lines(held["before"], held["after"], ("pass@1",))[0].removeprefix("held-out ")
                     if "before" in held and "pass@1" in held["before"].get("all", {}) else
                     ", ".join(f"{k} {v}" for k, v in flatten_meta(data) if _is_num(v))[:60])
             t.add_row(rid, nums, key=rid)
